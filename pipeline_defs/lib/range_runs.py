@@ -1,0 +1,190 @@
+"""The Dagster half of the offset-range pattern: sensors plan ranges into run tags,
+runs turn their tags (or, for a backfill, their partition's day) back into ranges."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, time as dtime, timedelta, timezone
+from typing import Any, Callable, Mapping
+
+import dagster as dg
+
+from pipeline_defs.lib.kafka import KafkaResource, KafkaUnavailableError
+from pipeline_defs.lib.kafka_to_delta import IngestMode, IngestReport
+from pipeline_defs.lib.offset_ranges import (
+    EVENTS_TAG,
+    RANGES_TAG,
+    TOPIC_TAG,
+    OffsetRange,
+    PartitionState,
+    decode_cursor,
+    decode_ranges,
+    encode_cursor,
+    encode_ranges,
+    plan_runs,
+    run_key,
+)
+from pipeline_defs.lib.settings import PipelineConfigResource
+
+SENSOR_INTERVAL_S = 5
+
+
+def build_offset_range_sensor(
+    *,
+    name: str,
+    job: Any,
+    asset_name: str,
+    topic_of: Callable[[PipelineConfigResource], str],
+    description: str,
+    source_resource_key: str = "source_kafka",
+) -> dg.SensorDefinition:
+    """A sensor that plans the unplanned offsets of one topic into partitioned runs.
+
+    It reads high watermarks and its JSON cursor, never commits offsets, and with the broker
+    down ends the tick with a skip reason inside ``tick_budget_s``, cursor unchanged.
+    """
+
+    @dg.sensor(
+        name=name,
+        job=job,
+        description=description,
+        minimum_interval_seconds=SENSOR_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        required_resource_keys={source_resource_key, "pipeline"},
+    )
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        kafka: KafkaResource = getattr(context.resources, source_resource_key)
+        pipeline: PipelineConfigResource = context.resources.pipeline
+        topic = topic_of(pipeline)
+        group_id = pipeline.consumer_group(asset_name)
+        deadline = time.monotonic() + pipeline.ingest.tick_budget_s
+        cursor = decode_cursor(context.cursor)
+        try:
+            states = kafka.partition_states(topic, _remaining(deadline, kafka))
+            new = [p for p in states if p not in cursor]
+            if new:
+                cursor.update(
+                    _first_offsets(kafka, pipeline, group_id, topic, new, states, deadline)
+                )
+        except KafkaUnavailableError as exc:
+            return dg.SkipReason(f"Kafka unavailable; nothing planned, cursor kept: {exc}")
+
+        plan = plan_runs(
+            topic,
+            cursor,
+            states,
+            pipeline.ingest.max_events_per_run,
+            pipeline.ingest.max_runs_per_tick,
+        )
+        for partition, lost in plan.skipped_to_low_watermark.items():
+            context.log.warning(f"{topic}[{partition}]: {lost} offsets expired before planning")
+        partition_key = datetime.now(timezone.utc).date().isoformat()
+        requests = [
+            dg.RunRequest(
+                run_key=run_key(topic, ranges),
+                partition_key=partition_key,
+                tags={
+                    TOPIC_TAG: topic,
+                    RANGES_TAG: encode_ranges(ranges),
+                    EVENTS_TAG: str(sum(r.size for r in ranges)),
+                },
+            )
+            for ranges in plan.runs
+        ]
+        if not requests:
+            return dg.SensorResult(
+                cursor=encode_cursor(plan.next_offsets), skip_reason=f"{topic}: no new offsets"
+            )
+        return dg.SensorResult(run_requests=requests, cursor=encode_cursor(plan.next_offsets))
+
+    return _sensor
+
+
+def _remaining(deadline: float, kafka: KafkaResource) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise KafkaUnavailableError("tick budget spent before the broker answered")
+    return min(left, kafka.connection.request_timeout_s)
+
+
+def _first_offsets(
+    kafka: KafkaResource,
+    pipeline: PipelineConfigResource,
+    group_id: str,
+    topic: str,
+    partitions: list[int],
+    states: Mapping[int, PartitionState],
+    deadline: float,
+) -> dict[int, int]:
+    """Where planning starts for partitions the cursor has never seen: the group's committed
+    offset, else the log start (``earliest``) or end (``latest``). For ``latest`` the start is
+    committed, so runs that find no Delta watermark begin there too."""
+    committed = kafka.committed_offsets(group_id, topic, partitions, _remaining(deadline, kafka))
+    latest = pipeline.ingest.start_from == "latest"
+    chosen = {
+        p: committed.get(p, states[p].high if latest else states[p].low) for p in partitions
+    }
+    if latest:
+        kafka.commit_offsets(
+            group_id, {(topic, p): o for p, o in chosen.items() if p not in committed}
+        )
+    return chosen
+
+
+@dataclass(frozen=True)
+class RunBatch:
+    mode: IngestMode
+    day: date
+    ranges: list[OffsetRange]
+
+
+def batch_for_run(
+    context: dg.AssetExecutionContext, topic: str, kafka: KafkaResource
+) -> RunBatch:
+    """Sensor runs carry their ranges in tags. A run without them (a backfill, or a
+    Materialize click) re-reads its partition's day, found by message timestamp."""
+    day = date.fromisoformat(context.partition_key)
+    tags = context.run.tags
+    if RANGES_TAG in tags:
+        if tags.get(TOPIC_TAG) != topic:
+            raise ValueError(f"run planned for topic {tags.get(TOPIC_TAG)!r}, asset reads {topic!r}")
+        return RunBatch(IngestMode.STREAM, day, decode_ranges(topic, tags[RANGES_TAG]))
+    start = datetime.combine(day, dtime.min, tzinfo=timezone.utc)
+    timeout = kafka.connection.request_timeout_s
+    first = kafka.offsets_for_timestamp(topic, _ms(start), timeout)
+    after = kafka.offsets_for_timestamp(topic, _ms(start + timedelta(days=1)), timeout)
+    ranges = [OffsetRange(topic, p, first[p], after[p]) for p in sorted(first) if after[p] > first[p]]
+    return RunBatch(IngestMode.BACKFILL, day, ranges)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def ingest_metadata(
+    report: IngestReport, kafka: KafkaResource, topic: str, mode: IngestMode
+) -> dict[str, Any]:
+    """What the UI plots per materialization: rows, offsets, Delta version, lag."""
+    metadata: dict[str, Any] = {
+        "mode": mode.value,
+        "rows_written": report.rows_written,
+        "messages_read": report.messages_read,
+        "duplicates_skipped": report.duplicates_skipped,
+        "dead_lettered": report.dead_lettered,
+        "rejected_by_category": dg.MetadataValue.json(dict(report.rejected)),
+        "already_committed": report.already_committed,
+        "lost_to_retention": report.lost_to_retention,
+        "offset_ranges": encode_ranges(report.read) or "(none)",
+        "delta_version": report.delta_version if report.delta_version is not None else -1,
+    }
+    try:
+        states = kafka.partition_states(topic, kafka.connection.request_timeout_s)
+    except KafkaUnavailableError:
+        return metadata
+    marks = {p: o for (t, p), o in report.watermarks.items() if t == topic}
+    lag = {p: max(s.high - marks[p], 0) for p, s in states.items() if p in marks}
+    metadata["lag_total"] = sum(lag.values())
+    metadata["lag_by_partition"] = dg.MetadataValue.json({str(p): n for p, n in lag.items()})
+    return metadata
+

@@ -1,0 +1,34 @@
+"""Validation helpers shared by every message schema."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated
+
+from pydantic import AfterValidator, StringConstraints, ValidationError
+
+from pipeline_defs.lib.dlq import RejectedRecord
+
+NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=512)]
+
+
+def _as_utc(value: datetime) -> datetime:
+    """Naive timestamps are taken as UTC (the Eventhouse exports ``utcDateTime``)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+def rejection_from(error: ValidationError) -> RejectedRecord:
+    """A DLQ reason naming fields and problems but never echoing input values, which may
+    carry presigned URLs or personal data."""
+    problems = error.errors(include_url=False, include_input=False, include_context=False)
+    if any(p["type"] == "json_invalid" for p in problems):
+        return RejectedRecord("malformed", "not valid JSON: " + problems[0]["msg"])
+    reason = "; ".join(
+        f"{'.'.join(str(part) for part in p['loc']) or '<root>'}: {p['msg']}" for p in problems
+    )
+    return RejectedRecord("invalid", reason)

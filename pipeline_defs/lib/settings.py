@@ -1,0 +1,99 @@
+"""One settings model for the whole code location.
+
+Precedence: environment (``PIPELINE_<SECTION>__<FIELD>``) > ``config.yaml`` > defaults.
+The YAML file is ``$PIPELINE_CONFIG_FILE`` when set, else ``./config.yaml`` when present.
+Secrets never live here: a section names the environment variable that holds one
+(``*_env`` fields) and the resource binds it with ``dg.EnvVar`` so Dagster resolves it
+at run time and shows only the variable's name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+CONFIG_FILE_ENV = "PIPELINE_CONFIG_FILE"
+
+
+class KafkaConnection(dg.Config):
+    """How to reach one Kafka cluster: the local broker, or Azure Event Hub's Kafka endpoint."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: Optional[str] = None  # PLAIN | OAUTHBEARER
+    sasl_username: Optional[str] = None  # "$ConnectionString" for Event Hub with PLAIN
+    sasl_password_env: Optional[str] = None  # env var holding the password/connection string
+    oauth_scope: Optional[str] = None  # e.g. https://<namespace>.servicebus.windows.net/.default
+    request_timeout_s: float = 10.0
+
+
+class TopicNames(dg.Config):
+    """Topic names; the defaults follow the seeds' topic design."""
+
+    xact_events: str = "events.raw"
+    xact_events_dlq: str = "events.raw.dlq"
+    partitions: int = 6  # used only when this project creates the topics (local stack)
+
+
+class StorageSettings(dg.Config):
+    """Where Delta tables live: a local path (embedded default), ``az://`` or ``abfss://``."""
+
+    lake_root: str = ".lake/tables"
+    azure_account_name: Optional[str] = None
+    azure_account_key_env: Optional[str] = None  # shared key (Azurite); else Azure identity
+    azure_use_emulator: bool = False
+
+
+class IngestSettings(dg.Config):
+    """Bounds for the Kafka offset-range sensors and the runs they launch."""
+
+    consumer_group_prefix: str = "pipeline"
+    max_events_per_run: int = 50_000
+    max_runs_per_tick: int = 4
+    tick_budget_s: float = 20.0
+    start_from: str = "earliest"  # earliest | latest, for partitions with no committed offset
+    dedup_window_days: int = 1
+
+
+class PipelineSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PIPELINE_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    source_kafka: KafkaConnection = KafkaConnection()
+    kafka: KafkaConnection = KafkaConnection()
+    topics: TopicNames = TopicNames()
+    storage: StorageSettings = StorageSettings()
+    ingest: IngestSettings = IngestSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = Path(os.environ.get(CONFIG_FILE_ENV, "config.yaml"))
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file))
+
+
+class PipelineConfigResource(dg.ConfigurableResource):
+    """Topic names and ingest bounds shared by sensors and assets. No external system:
+    it makes the pipeline's configuration visible, typed, in the Dagster UI."""
+
+    topics: TopicNames
+    ingest: IngestSettings
+
+    def consumer_group(self, asset_name: str) -> str:
+        return f"{self.ingest.consumer_group_prefix}.{asset_name}"

@@ -1,0 +1,64 @@
+"""Realistic XACT events, and the broken ones a real source also sends."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+SUBTYPES = [
+    ("documentsReceived", 0.55, ["pdf", "jpg", "png"]),
+    ("firstNoticeOfLossReceived", 0.15, ["pdf"]),
+    ("estimatePackageReceived", 0.15, ["pdf", "xml"]),
+    ("statusChanged", 0.15, []),
+]
+
+
+def xact_event(
+    rng: random.Random,
+    attachment_base_url: str,
+    trace_id: Optional[str] = None,
+    now: Optional[datetime] = None,
+) -> dict[str, Any]:
+    subtype, _, extensions = rng.choices(SUBTYPES, weights=[w for _, w, _ in SUBTYPES])[0]
+    trace_id = trace_id or str(uuid.UUID(int=rng.getrandbits(128)))
+    attachments = [
+        f"{attachment_base_url.rstrip('/')}/files/{trace_id}/{name}_{i}.{rng.choice(extensions)}"
+        for i, name in enumerate(rng.sample(["report", "photo", "estimate", "invoice"], k=rng.randint(1, 2)))
+    ] if extensions else []
+    return {
+        "trace_id": trace_id,
+        "event_type": f"verisk.claims.property.xn.{subtype}",
+        "event_subtype": subtype,
+        "timestamp": (now or datetime.now(timezone.utc)).isoformat(),
+        "source_system": "xn",
+        "payload": {
+            "assignmentId": f"A{rng.randint(100000, 999999)}",
+            "estimateVersion": str(rng.randint(1, 4)) if subtype == "estimatePackageReceived" else None,
+            "claimNumber": f"CLM-{rng.randint(10**7, 10**8 - 1)}",
+            "carrierId": rng.choice(["C001", "C017", "C042"]),
+        },
+        "attachments": attachments,
+    }
+
+
+MALFORMED_MESSAGES = [
+    b"{not json",
+    b"\xff\xfe binary garbage",
+    json.dumps({"event_type": "verisk.claims.property.xn.documentsReceived"}).encode(),  # no trace_id
+    json.dumps(
+        {
+            "trace_id": "t-bad-ts",
+            "event_type": "verisk.claims.property.xn.documentsReceived",
+            "event_subtype": "documentsReceived",
+            "timestamp": "yesterday-ish",
+        }
+    ).encode(),
+    json.dumps(["an", "array", "not", "an", "object"]).encode(),
+]
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":")).encode()

@@ -1,0 +1,186 @@
+"""xact_events end to end: real broker, real Delta tables, the sensor and the asset."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from pipeline_defs.defs import xact
+from pipeline_defs.defs.xact.assets import xact_events
+from pipeline_defs.defs.xact.sensors import xact_events_sensor
+from pipeline_defs.lib.offset_ranges import RANGES_TAG, TOPIC_TAG, decode_cursor
+from pipeline_defs.lib.settings import IngestSettings, PipelineConfigResource
+from pipeline_defs.sim.events import MALFORMED_MESSAGES
+from pipeline_defs_tests.conftest import stack
+from pipeline_defs_tests.kafka_helpers import (
+    execute,
+    headers_of,
+    metadata_of,
+    produce_events,
+    produce_raw,
+    sample_events,
+    table_rows,
+    tick,
+)
+
+
+def ingest_all(resources, instance, cursor=None):
+    """One sensor tick and every run it requested; returns (tick data, run results)."""
+    data = tick(xact_events_sensor, xact.defs, instance, resources, cursor)
+    results = [execute(xact_events, r, resources, instance) for r in data.run_requests]
+    return data, results
+
+
+def test_events_land_once_with_duplicates_collapsed(resources, topics, kafka, lake, instance):
+    events = sample_events(1_000)
+    resent = events[:50]  # the source sends some events twice, at later offsets
+    produce_events(kafka, topics.xact_events, events + resent)
+
+    data, results = ingest_all(resources, instance)
+
+    assert len(data.run_requests) == 3  # 1,050 offsets in runs of at most 400
+    rows = table_rows(lake, "xact_events")
+    assert rows.height == 1_000
+    assert rows["trace_id"].n_unique() == 1_000
+    assert set(rows["trace_id"]) == {e["trace_id"] for e in events}
+    for result in results:
+        assert all(check.passed for check in result.get_asset_check_evaluations())
+    assert sum(metadata_of(r)["rows_written"] for r in results) == 1_000
+    group = resources["pipeline"].consumer_group("xact_events")
+    states = kafka.partition_states(topics.xact_events, 10)
+    assert kafka.committed_offsets(group, topics.xact_events, states, 10) == {
+        p: s.high for p, s in states.items()
+    }
+
+
+def test_reexecuting_a_run_adds_nothing(resources, topics, kafka, lake, instance):
+    produce_events(kafka, topics.xact_events, sample_events(300))
+    data, _ = ingest_all(resources, instance)
+    before = table_rows(lake, "xact_events").height
+
+    again = execute(xact_events, data.run_requests[0], resources, instance)
+
+    metadata = metadata_of(again)
+    assert metadata["rows_written"] == 0
+    assert metadata["messages_read"] == 0
+    assert metadata["already_committed"] == 300
+    assert table_rows(lake, "xact_events").height == before == 300
+
+
+def test_overlapping_ranges_add_nothing(resources, topics, kafka, lake, instance):
+    produce_events(kafka, topics.xact_events, sample_events(300))
+    data, _ = ingest_all(resources, instance)
+    planned = data.run_requests[0]
+    # A hand-made run whose ranges overlap everything already ingested and beyond.
+    produce_events(kafka, topics.xact_events, sample_events(60, seed=99))
+    states = kafka.partition_states(topics.xact_events, 10)
+    overlapping = ",".join(f"{p}:0-{s.high}" for p, s in states.items())
+    request = dg.RunRequest(
+        partition_key=planned.partition_key,
+        tags={TOPIC_TAG: topics.xact_events, RANGES_TAG: overlapping},
+    )
+
+    result = execute(xact_events, request, resources, instance)
+
+    metadata = metadata_of(result)
+    assert metadata["already_committed"] == 300
+    assert metadata["rows_written"] == 60
+    rows = table_rows(lake, "xact_events")
+    assert rows.height == 360 and rows["trace_id"].n_unique() == 360
+
+
+def test_backfill_of_the_day_rereads_and_adds_nothing(resources, topics, kafka, lake, instance):
+    produce_events(kafka, topics.xact_events, sample_events(200))
+    ingest_all(resources, instance)
+    today = datetime.now(timezone.utc).date().isoformat()
+
+    result = dg.materialize(
+        [xact_events], partition_key=today, resources=resources, instance=instance
+    )
+
+    metadata = metadata_of(result)
+    assert metadata["mode"] == "backfill"
+    assert metadata["messages_read"] == 200
+    assert metadata["duplicates_skipped"] == 200
+    assert table_rows(lake, "xact_events").height == 200
+
+
+def test_a_later_run_executed_first_loses_nothing(resources, topics, kafka, lake, instance):
+    produce_events(kafka, topics.xact_events, sample_events(1_000))
+    data = tick(xact_events_sensor, xact.defs, instance, resources)
+    assert len(data.run_requests) == 3
+
+    for request in reversed(data.run_requests):
+        execute(xact_events, request, resources, instance)
+
+    rows = table_rows(lake, "xact_events")
+    assert rows.height == 1_000 and rows["trace_id"].n_unique() == 1_000
+
+
+def test_bad_messages_go_to_the_dlq_and_valid_rows_still_land(
+    resources, topics, kafka, lake, instance, consume_all
+):
+    events = sample_events(100)
+    produce_events(kafka, topics.xact_events, events[:50])
+    produce_raw(kafka, topics.xact_events, MALFORMED_MESSAGES)
+    produce_events(kafka, topics.xact_events, events[50:])
+
+    _, results = ingest_all(resources, instance)
+
+    assert table_rows(lake, "xact_events").height == 100
+    dead = consume_all(topics.xact_events_dlq)
+    assert sorted(m.value() for m in dead) == sorted(MALFORMED_MESSAGES)
+    for message in dead:
+        headers = headers_of(message)
+        assert headers["__dlq.errors.topic"] == topics.xact_events
+        assert int(headers["__dlq.errors.offset"]) >= 0
+        assert headers["__dlq.errors.category"] in {"malformed", "invalid"}
+        assert headers["__dlq.errors.reason"]
+    assert {headers_of(m)["__dlq.errors.category"] for m in dead} == {"malformed", "invalid"}
+    by_value = {m.value(): headers_of(m) for m in dead}
+    assert "trace_id" in by_value[MALFORMED_MESSAGES[2]]["__dlq.errors.reason"]
+    assert sum(metadata_of(r)["dead_lettered"] for r in results) == len(MALFORMED_MESSAGES)
+
+
+def test_broker_down_at_tick_time_skips_quickly_and_keeps_the_cursor(
+    resources, topics, kafka, instance
+):
+    produce_events(kafka, topics.xact_events, sample_events(10))
+    first = tick(xact_events_sensor, xact.defs, instance, resources)
+    assert first.run_requests and first.cursor
+    produce_events(kafka, topics.xact_events, sample_events(10, seed=3))
+
+    stack("down", "kafka")
+    try:
+        started = time.monotonic()
+        skipped = tick(xact_events_sensor, xact.defs, instance, resources, cursor=first.cursor)
+        elapsed = time.monotonic() - started
+    finally:
+        stack("up", "kafka")
+
+    assert not skipped.run_requests
+    assert "Kafka unavailable" in skipped.skip_message
+    assert skipped.cursor in (None, first.cursor)
+    assert elapsed < resources["pipeline"].ingest.tick_budget_s + 5  # well inside Dagster's 60 s
+    resumed = tick(xact_events_sensor, xact.defs, instance, resources, cursor=first.cursor)
+    assert sum(int(r.tags["kafka/planned_events"]) for r in resumed.run_requests) == 10
+    assert decode_cursor(resumed.cursor) != decode_cursor(first.cursor)
+
+
+def test_runs_per_tick_are_bounded(resources, topics, kafka, instance):
+    produce_events(kafka, topics.xact_events, sample_events(1_000))
+    pipeline = resources["pipeline"]
+    one_run_per_tick = PipelineConfigResource(
+        topics=pipeline.topics,
+        ingest=IngestSettings(**{**pipeline.ingest.model_dump(), "max_runs_per_tick": 1}),
+    )
+    bounded = {**resources, "pipeline": one_run_per_tick}
+
+    first = tick(xact_events_sensor, xact.defs, instance, bounded)
+    second = tick(xact_events_sensor, xact.defs, instance, bounded, cursor=first.cursor)
+
+    assert len(first.run_requests) == len(second.run_requests) == 1
+    assert int(first.run_requests[0].tags["kafka/planned_events"]) == 400
+    assert first.run_requests[0].run_key != second.run_requests[0].run_key
