@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import dagster as dg
 import polars as pl
+import pyarrow as pa
 from deltalake import DeltaTable
 from pydantic import PrivateAttr
 
@@ -44,8 +45,10 @@ class DeltaLakeResource(dg.ConfigurableResource):
         options: dict[str, str] = {}
         if self.storage.azure_account_name:
             options["account_name"] = self.storage.azure_account_name
-        if self.storage.azure_use_emulator:
-            options["use_emulator"] = "true"
+        if self.storage.azure_endpoint:
+            options["endpoint"] = self.storage.azure_endpoint
+            if self.storage.azure_endpoint.startswith("http://"):
+                options["allow_http"] = "true"
         if "onelake.dfs.fabric.microsoft.com" in self.storage.lake_root:
             options["use_fabric_endpoint"] = "true"
         if self.azure_account_key:
@@ -67,6 +70,17 @@ class DeltaLakeResource(dg.ConfigurableResource):
         if not DeltaTable.is_deltatable(uri, storage_options=options):
             return None
         return DeltaTable(uri, storage_options=options)
+
+    def ensure(self, name: str, schema: pa.Schema, partition_by: list[str]) -> DeltaTable:
+        """The table, created empty first if needed, so every write has a snapshot to
+        commit against (and so conflicts with concurrent writers are detected)."""
+        return DeltaTable.create(
+            self.table_uri(name),
+            schema,
+            mode="ignore",
+            partition_by=partition_by,
+            storage_options=self.storage_options(),
+        )
 
     def scan(self, name: str) -> Optional[pl.LazyFrame]:
         table = self.load(name)

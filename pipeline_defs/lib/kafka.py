@@ -211,7 +211,8 @@ class KafkaResource(dg.ConfigurableResource):
                     raise KafkaUnavailableError(
                         f"timed out after {timeout_s}s reading {sorted(pending.values())}"
                     )
-                for message in consumer.consume(num_messages=min(batch_size, 10_000), timeout=1.0):
+                room = min(batch_size - len(batch), 10_000)
+                for message in consumer.consume(num_messages=room, timeout=1.0):
                     key = (message.topic(), message.partition())
                     wanted = pending.get(key)
                     if wanted is None:

@@ -110,7 +110,7 @@ def ingest_ranges(
     log: logging.Logger = logging.getLogger(__name__),
 ) -> IngestReport:
     report = IngestReport(planned=list(planned))
-    table = lake.load(sink.table)
+    table = lake.ensure(sink.table, sink.schema, [PARTITION_COLUMN])
     if mode is IngestMode.STREAM:
         marks = _watermarks(table, planned, source, group_id)
         to_read = [
@@ -130,7 +130,7 @@ def ingest_ranges(
     stats = ReadStats()
 
     for messages in source.read_ranges(to_read, group_id, batch_size, read_timeout_s, stats):
-        table = lake.load(sink.table)
+        table.update_incremental()  # the snapshot this chunk reads, dedups and commits against
         if mode is IngestMode.STREAM:
             messages = _not_yet_committed(messages, table, group_id, report)
         rows, rejects = _split(messages, sink)
@@ -142,7 +142,7 @@ def ingest_ranges(
         fresh = _drop_known_keys(batch, table, sink, window)
         report.duplicates_skipped += batch.num_rows - fresh.num_rows
         positions = _next_offsets(messages) if mode is IngestMode.STREAM else {}
-        table = _commit(lake, sink, table, fresh, group_id, positions, run_id)
+        _commit(sink, table, fresh, group_id, positions, run_id)
         report.rows_written += fresh.num_rows
         report.watermarks.update(positions)
         log.info(
@@ -153,14 +153,14 @@ def ingest_ranges(
     report.messages_read = stats.messages
     report.lost_to_retention = stats.lost_to_retention
     if mode is IngestMode.STREAM and to_read:
-        table = _close_ranges(lake, sink, group_id, to_read, run_id, report)
+        _close_ranges(sink, table, group_id, to_read, run_id, report)
         source.commit_offsets(group_id, {(r.topic, r.partition): r.end for r in to_read})
-    report.delta_version = table.version() if table is not None else None
+    report.delta_version = table.version()
     return report
 
 
 def _watermarks(
-    table: Optional[DeltaTable],
+    table: DeltaTable,
     planned: Sequence[OffsetRange],
     source: KafkaResource,
     group_id: str,
@@ -172,7 +172,7 @@ def _watermarks(
     unseen: dict[str, list[int]] = {}
     for r in planned:
         app_id = watermark_app_id(group_id, r.topic, r.partition)
-        version = table.transaction_version(app_id) if table is not None else None
+        version = table.transaction_version(app_id)
         if version is None:
             unseen.setdefault(r.topic, []).append(r.partition)
         else:
@@ -188,11 +188,9 @@ def _watermarks(
 
 
 def _not_yet_committed(
-    messages: list[Message], table: Optional[DeltaTable], group_id: str, report: IngestReport
+    messages: list[Message], table: DeltaTable, group_id: str, report: IngestReport
 ) -> list[Message]:
     """Drop messages another writer committed since this run read its watermarks."""
-    if table is None:
-        return messages
     marks: dict[TopicPartitionKey, int] = {}
     kept = []
     for m in messages:
@@ -269,23 +267,22 @@ def dedup_window(day: date, days: int) -> list[date]:
 
 
 def _drop_known_keys(
-    batch: pa.Table, table: Optional[DeltaTable], sink: KafkaDeltaSink, window: list[date]
+    batch: pa.Table, table: DeltaTable, sink: KafkaDeltaSink, window: list[date]
 ) -> pa.Table:
     """Keep the first row of each key in the batch, minus keys already in the window."""
     if batch.num_rows == 0:
         return batch
     keys = list(sink.key_columns)
     frame = pl.from_arrow(batch).unique(subset=keys, keep="first", maintain_order=True)
-    if table is not None:
-        known = (
-            scan_snapshot(table)
-            .filter(pl.col(PARTITION_COLUMN).is_in(window))
-            .select(keys)
-            .join(frame.lazy().select(keys), on=keys, how="semi")
-            .collect()
-        )
-        if known.height:
-            frame = frame.join(known, on=keys, how="anti", maintain_order="left")
+    known = (
+        scan_snapshot(table)
+        .filter(pl.col(PARTITION_COLUMN).is_in(window))
+        .select(keys)
+        .join(frame.lazy().select(keys), on=keys, how="semi")
+        .collect()
+    )
+    if known.height:
+        frame = frame.join(known, on=keys, how="anti", maintain_order="left")
     return frame.to_arrow().cast(sink.schema)
 
 
@@ -298,52 +295,48 @@ def _next_offsets(messages: Iterable[Message]) -> dict[TopicPartitionKey, int]:
 
 
 def _commit(
-    lake: DeltaLakeResource,
     sink: KafkaDeltaSink,
-    table: Optional[DeltaTable],
+    table: DeltaTable,
     batch: pa.Table,
     group_id: str,
     positions: Mapping[TopicPartitionKey, int],
     run_id: str,
-) -> Optional[DeltaTable]:
+) -> None:
+    """Append against ``table``'s snapshot; a concurrent commit raises ``CommitFailedError``."""
     if batch.num_rows == 0 and not positions:
-        return table
+        return
     txns = [Transaction(watermark_app_id(group_id, t, p), o) for (t, p), o in positions.items()]
-    txns.append(Transaction(writer_app_id(sink.table), (table.version() + 1) if table else 0))
+    txns.append(Transaction(writer_app_id(sink.table), table.version() + 1))
     write_deltalake(
-        table if table is not None else lake.table_uri(sink.table),
+        table,
         batch,
         mode="append",
         partition_by=[PARTITION_COLUMN],
         schema_mode="merge",
-        storage_options=lake.storage_options() if table is None else None,
         commit_properties=CommitProperties(
             app_transactions=txns,
             custom_metadata={"dagster_run_id": run_id, "writer": "kafka_to_delta"},
         ),
     )
-    return lake.load(sink.table)
+    table.update_incremental()
 
 
 def _close_ranges(
-    lake: DeltaLakeResource,
     sink: KafkaDeltaSink,
+    table: DeltaTable,
     group_id: str,
     ranges: Sequence[OffsetRange],
     run_id: str,
     report: IngestReport,
-) -> Optional[DeltaTable]:
+) -> None:
     """Move watermarks to the range ends: offsets past the last message (transaction
     markers, compaction gaps) belong to the range too."""
-    table = lake.load(sink.table)
+    table.update_incremental()
     behind = {
         (r.topic, r.partition): r.end
         for r in ranges
-        if table is None
-        or (table.transaction_version(watermark_app_id(group_id, r.topic, r.partition)) or -1)
+        if (table.transaction_version(watermark_app_id(group_id, r.topic, r.partition)) or -1)
         < r.end
     }
-    if behind:
-        table = _commit(lake, sink, table, sink.schema.empty_table(), group_id, behind, run_id)
+    _commit(sink, table, sink.schema.empty_table(), group_id, behind, run_id)
     report.watermarks.update({(r.topic, r.partition): r.end for r in ranges})
-    return table

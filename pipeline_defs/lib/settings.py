@@ -50,7 +50,7 @@ class StorageSettings(dg.Config):
     lake_root: str = ".lake/tables"
     azure_account_name: Optional[str] = None
     azure_account_key_env: Optional[str] = None  # shared key (Azurite); else Azure identity
-    azure_use_emulator: bool = False
+    azure_endpoint: Optional[str] = None  # custom blob endpoint, e.g. Azurite's http URL
 
 
 class IngestSettings(dg.Config):
