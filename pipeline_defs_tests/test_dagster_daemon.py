@@ -1,0 +1,87 @@
+"""The deployed path end to end: the Dagster daemon ticks the sensor, the run queue launches
+runs in their own processes against a PostgreSQL-backed instance (deploy/dagster/dagster.yaml),
+and the events land in Delta. This is what the README's run command does, minus the webserver."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import psycopg2
+import pytest
+
+from pipeline_defs.lib.delta import DeltaLakeResource
+from pipeline_defs.lib.settings import StorageSettings
+from pipeline_defs.sim.events import MALFORMED_MESSAGES
+from pipeline_defs_tests.conftest import ROOT
+from pipeline_defs_tests.kafka_helpers import produce_events, produce_raw, sample_events, table_rows
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path, test_stack, monkeypatch) -> Path:
+    database = f"dagster_{uuid.uuid4().hex[:8]}"
+    connection = psycopg2.connect(
+        host="127.0.0.1", port=test_stack.pg_port, user="postgres", dbname="postgres"
+    )
+    connection.autocommit = True
+    connection.cursor().execute(f"CREATE DATABASE {database}")
+    connection.close()
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "deploy" / "dagster" / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv(
+        "DAGSTER_PG_URL", f"postgresql+psycopg2://postgres@127.0.0.1:{test_stack.pg_port}/{database}"
+    )
+    return home
+
+
+def test_daemon_runs_the_sensor_and_the_runs_fill_xact_events(
+    dagster_home, tmp_path, test_stack, kafka, topics
+):
+    lake_root = tmp_path / "tables"
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        "PIPELINE_SOURCE_KAFKA__BOOTSTRAP_SERVERS": test_stack.bootstrap_servers,
+        "PIPELINE_KAFKA__BOOTSTRAP_SERVERS": test_stack.bootstrap_servers,
+        "PIPELINE_TOPICS__XACT_EVENTS": topics.xact_events,
+        "PIPELINE_TOPICS__XACT_EVENTS_DLQ": topics.xact_events_dlq,
+        "PIPELINE_STORAGE__LAKE_ROOT": str(lake_root),
+        "PIPELINE_INGEST__CONSUMER_GROUP_PREFIX": f"daemon-{uuid.uuid4().hex[:6]}",
+        "PIPELINE_INGEST__MAX_EVENTS_PER_RUN": "300",
+    }
+    produce_events(kafka, topics.xact_events, sample_events(500))
+    produce_raw(kafka, topics.xact_events, MALFORMED_MESSAGES)
+    daemon = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    lake = DeltaLakeResource(storage=StorageSettings(lake_root=str(lake_root)))
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and table_rows(lake, "xact_events").height < 500:
+            time.sleep(2)
+        produce_events(kafka, topics.xact_events, sample_events(100, seed=11))
+        while time.monotonic() < deadline and table_rows(lake, "xact_events").height < 600:
+            time.sleep(2)
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(30)
+
+    rows = table_rows(lake, "xact_events")
+    assert rows.height == 600 and rows["trace_id"].n_unique() == 600
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    runs = instance.get_runs(filters=dg.RunsFilter(job_name="xact_events_job"))
+    assert len(runs) >= 3  # 506 offsets in runs of at most 300, then the late 100
+    assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
+    assert all(run.tags["kafka/topic"] == topics.xact_events for run in runs)
