@@ -87,11 +87,20 @@ azurite_healthy() {
 
 kafka_healthy() {
   running "$STACK_DIR/kafka/pid" || die "Kafka exited; see $STACK_DIR/kafka/broker.out and server.log"
+  # Healthy = metadata answers and the group coordinator serves offset fetches (a new
+  # broker first has to create __consumer_offsets).
   "$PY" - "$KAFKA_PORT" <<'EOF'
 import sys
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
-brokers = AdminClient({"bootstrap.servers": f"127.0.0.1:{sys.argv[1]}"}).list_topics(timeout=2).brokers
-sys.exit(0 if brokers else 1)
+servers = f"127.0.0.1:{sys.argv[1]}"
+if not AdminClient({"bootstrap.servers": servers}).list_topics(timeout=2).brokers:
+    sys.exit(1)
+probe = Consumer({"bootstrap.servers": servers, "group.id": "stack-healthcheck"})
+try:
+    probe.committed([TopicPartition("stack-healthcheck", 0)], timeout=5)
+finally:
+    probe.close()
 EOF
 }
 

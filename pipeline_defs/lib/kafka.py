@@ -14,7 +14,6 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import dagster as dg
 from confluent_kafka import (
-    ConsumerGroupTopicPartitions,
     Consumer,
     IsolationLevel,
     KafkaError,
@@ -148,14 +147,22 @@ class KafkaResource(dg.ConfigurableResource):
     def committed_offsets(
         self, group_id: str, topic: str, partitions: Iterable[int], timeout_s: float
     ) -> dict[int, int]:
-        """Committed offsets of ``group_id``; partitions without a commit are left out."""
-        request = ConsumerGroupTopicPartitions(
-            group_id, [TopicPartition(topic, p) for p in partitions]
-        )
-        admin = self.admin()  # keep a reference: a collected client fails its futures
-        futures = admin.list_consumer_group_offsets([request], request_timeout=timeout_s)
-        result = _result(futures[group_id], timeout_s, f"committed offsets of {group_id}")
-        return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+        """Committed offsets of ``group_id``; partitions without a commit are left out.
+
+        Asked through a consumer of the group, not the admin API: librdkafka's admin
+        ListConsumerGroupOffsets dereferences a null group handle when the coordinator is
+        not ready yet (NOT_COORDINATOR, confluentinc/librdkafka#5040) and kills the process.
+        """
+        consumer = self.consumer(group_id)
+        try:
+            committed = consumer.committed(
+                [TopicPartition(topic, p) for p in partitions], timeout=timeout_s
+            )
+        except KafkaException as exc:
+            raise KafkaUnavailableError(f"committed offsets of {group_id}: {exc}") from exc
+        finally:
+            consumer.close()
+        return {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
 
     def commit_offsets(self, group_id: str, offsets: Mapping[tuple[str, int], int]) -> None:
         """Commit ``(topic, partition) -> next offset`` for a group that never subscribes."""
