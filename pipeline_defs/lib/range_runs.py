@@ -175,7 +175,8 @@ def ingest_metadata(
         "rejected_by_category": dg.MetadataValue.json(dict(report.rejected)),
         "already_committed": report.already_committed,
         "lost_to_retention": report.lost_to_retention,
-        "offset_ranges": encode_ranges(report.read) or "(none)",
+        "planned_ranges": encode_ranges(report.planned) or "(none)",
+        "read_ranges": encode_ranges(report.read) or "(none)",
         "delta_version": report.delta_version if report.delta_version is not None else -1,
     }
     try:
