@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline_defs.lib.resources import kafka_resource
-from pipeline_defs.lib.settings import PipelineSettings, TopicNames
-
-
-def topic_names(topics: TopicNames) -> list[str]:
-    return [value for value in topics.model_dump().values() if isinstance(value, str)]
+from pipeline_defs.lib.resources import build_resources, kafka_resource
+from pipeline_defs.lib.settings import PipelineSettings
 
 
 def main() -> None:
@@ -21,7 +17,7 @@ def main() -> None:
     parser.add_argument("command", choices=["create", "list"])
     args = parser.parse_args()
     settings = PipelineSettings()
-    names = topic_names(settings.topics)
+    names = build_resources(settings)["pipeline"].all_topics()
     if args.command == "create":
         kafka_resource(settings.kafka).create_topics(names, settings.topics.partitions)
     print("\n".join(names))

@@ -17,14 +17,18 @@ import dagster as dg
 import pytest
 
 from pipeline_defs.lib.delta import DeltaLakeResource
+from pipeline_defs.lib.downloader import AttachmentHttpResource
+from pipeline_defs.lib.file_store import FileStoreResource
 from pipeline_defs.lib.kafka import KafkaResource
 from pipeline_defs.lib.offset_ranges import OffsetRange
 from pipeline_defs.lib.settings import (
+    DownloadSettings,
     IngestSettings,
     KafkaConnection,
     PipelineConfigResource,
     StorageSettings,
     TopicNames,
+    retry_topic_name,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,18 +74,24 @@ def kafka(test_stack: TestStack) -> KafkaResource:
     )
 
 
+# Retries wait seconds, not the production minutes.
+TEST_RETRY_DELAYS_S = [1, 2]
+
+
 @pytest.fixture
 def topics(kafka: KafkaResource) -> TopicNames:
-    """Fresh, uniquely named topics (3 partitions) for one test."""
+    """Fresh, uniquely named topics (3 partitions) for one test, retry topics included."""
     suffix = uuid.uuid4().hex[:8]
     names = TopicNames(
         xact_events=f"test.{suffix}.events.raw",
         xact_events_dlq=f"test.{suffix}.events.raw.dlq",
+        xact_downloads_pending=f"test.{suffix}.downloads.pending",
+        xact_downloads_dlq=f"test.{suffix}.downloads.dlq",
         partitions=3,
     )
-    kafka.create_topics(
-        [v for v in names.model_dump().values() if isinstance(v, str)], names.partitions
-    )
+    named = [v for v in names.model_dump().values() if isinstance(v, str)]
+    retries = [retry_topic_name(names.xact_downloads_pending, d) for d in TEST_RETRY_DELAYS_S]
+    kafka.create_topics(named + retries, names.partitions)
     return names
 
 
@@ -99,15 +109,50 @@ def pipeline_config(topics: TopicNames) -> PipelineConfigResource:
             max_events_per_run=400,
             max_runs_per_tick=10,
             tick_budget_s=15,
+            retry_delays_s=TEST_RETRY_DELAYS_S,
         ),
     )
 
 
 @pytest.fixture
+def files(tmp_path: Path) -> FileStoreResource:
+    return FileStoreResource(storage=StorageSettings(files_root=str(tmp_path / "files")))
+
+
+@pytest.fixture
+def attachment_http() -> AttachmentHttpResource:
+    """Test hosts: ``attachments.test`` (the local server, loopback allowed) and
+    ``internal.test``, which resolves to a private address and must always be refused."""
+    return AttachmentHttpResource(
+        settings=DownloadSettings(
+            allowed_hosts=["attachments.test", "internal.test", "files.example.com"],
+            allow_http=True,
+            allowed_ports=[],
+            loopback_hosts=["attachments.test"],
+            extra_hosts={"attachments.test": "127.0.0.1", "internal.test": "10.1.2.3"},
+            read_timeout_s=2,
+            connect_timeout_s=2,
+            concurrency=8,
+        )
+    )
+
+
+@pytest.fixture
 def resources(
-    kafka: KafkaResource, lake: DeltaLakeResource, pipeline_config: PipelineConfigResource
+    kafka: KafkaResource,
+    lake: DeltaLakeResource,
+    files: FileStoreResource,
+    attachment_http: AttachmentHttpResource,
+    pipeline_config: PipelineConfigResource,
 ) -> dict[str, object]:
-    return {"source_kafka": kafka, "kafka": kafka, "lake": lake, "pipeline": pipeline_config}
+    return {
+        "source_kafka": kafka,
+        "kafka": kafka,
+        "lake": lake,
+        "files": files,
+        "attachment_http": attachment_http,
+        "pipeline": pipeline_config,
+    }
 
 
 @pytest.fixture

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import date
+import asyncio
 from typing import Sequence
 
 import dagster as dg
 import polars as pl
 
 from pipeline_defs.lib.delta import DeltaLakeResource
-from pipeline_defs.lib.kafka_to_delta import PARTITION_COLUMN, dedup_window
+from pipeline_defs.lib.file_store import FileStoreResource
+from pipeline_defs.lib.kafka_to_delta import PARTITION_COLUMN, IngestReport, dedup_window
 
 
 def _rows_of_run(lake: DeltaLakeResource, table: str, run_id: str) -> pl.LazyFrame | None:
@@ -22,19 +23,19 @@ def keys_unique(
     table: str,
     key_columns: Sequence[str],
     run_id: str,
-    day: date,
     window_days: int,
     check_name: str,
 ) -> dg.AssetCheckResult:
-    """Every key this run wrote appears once in the dedup window around ``day``."""
+    """Every key this run wrote appears once within the dedup window around its partition."""
     scan = lake.scan(table)
     if scan is None:
         return dg.AssetCheckResult(check_name=check_name, passed=True, metadata={"keys_checked": 0})
     keys = list(key_columns)
-    written = scan.filter(pl.col("dagster_run_id") == run_id).select(keys).unique()
+    written = scan.filter(pl.col("dagster_run_id") == run_id).select([*keys, PARTITION_COLUMN]).unique().collect()
+    days = sorted({d for day in written[PARTITION_COLUMN].unique() for d in dedup_window(day, window_days)})
     counts = (
-        scan.filter(pl.col(PARTITION_COLUMN).is_in(dedup_window(day, window_days)))
-        .join(written, on=keys, how="semi")
+        scan.filter(pl.col(PARTITION_COLUMN).is_in(days))
+        .join(written.lazy().select(keys).unique(), on=keys, how="semi")
         .group_by(keys)
         .len()
         .collect()
@@ -60,10 +61,7 @@ def required_present(
         return dg.AssetCheckResult(check_name=check_name, passed=True, metadata={"rows_checked": 0})
     missing = rows.select(
         pl.len().alias("rows"),
-        *[
-            (pl.col(c).is_null() | (pl.col(c).cast(pl.String) == "")).sum().alias(c)
-            for c in columns
-        ],
+        *[(pl.col(c).is_null() | (pl.col(c).cast(pl.String) == "")).sum().alias(c) for c in columns],
     ).collect().row(0, named=True)
     missing_by_column = {c: missing[c] for c in columns if missing[c]}
     return dg.AssetCheckResult(
@@ -73,4 +71,45 @@ def required_present(
             "rows_checked": missing["rows"],
             "missing_by_column": dg.MetadataValue.json(missing_by_column),
         },
+    )
+
+
+def blobs_match_inventory(
+    lake: DeltaLakeResource,
+    files: FileStoreResource,
+    table: str,
+    run_id: str,
+    check_name: str,
+    sample_size: int = 20,
+) -> dg.AssetCheckResult:
+    """For a sample of the rows this run wrote, the blob exists with the recorded size."""
+    rows = _rows_of_run(lake, table, run_id)
+    sample = [] if rows is None else rows.select("blob_path", "size_bytes").head(sample_size).collect().rows()
+
+    async def stored_sizes() -> list[int | None]:
+        async with files.open() as store:
+            return [await store.size_of(path) for path, _ in sample]
+
+    sizes = asyncio.run(stored_sizes()) if sample else []
+    mismatched = [path for (path, recorded), stored in zip(sample, sizes) if stored != recorded]
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        passed=not mismatched,
+        metadata={"blobs_checked": len(sample), "missing_or_wrong_size": dg.MetadataValue.json(mismatched[:5])},
+    )
+
+
+FAILURE_COUNTERS = ("failed_transient", "failed_permanent", "failed_auth", "circuit_open")
+
+
+def failure_ratio(report: IngestReport, threshold: float, check_name: str) -> dg.AssetCheckResult:
+    """WARN when more than ``threshold`` of this run's download attempts failed."""
+    failures = sum(report.counts[c] for c in FAILURE_COUNTERS)
+    attempts = failures + report.counts["files_stored"]
+    ratio = failures / attempts if attempts else 0.0
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        passed=ratio <= threshold,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"failed_ratio": round(ratio, 4), "attempts": attempts, "failures": failures, "threshold": threshold},
     )

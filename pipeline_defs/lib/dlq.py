@@ -1,13 +1,14 @@
-"""Dead-letter records: the original bytes, with why and where-from in headers.
+"""Dead-letter records: a payload, with why and where-from in headers.
 
-Modelled on Kafka Connect's ``__connect.errors.*`` headers, so standard tooling can
-read them and a replay can rebuild the original record exactly.
+Modelled on Kafka Connect's ``__connect.errors.*`` headers, so standard tooling can read
+them and a replay knows exactly which source record a dead letter stands for.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 from confluent_kafka import Message
 
@@ -26,6 +27,50 @@ class RejectedRecord(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class SourceRecord:
+    """Where a dead letter came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int = -1
+
+    @classmethod
+    def of(cls, message: Message) -> "SourceRecord":
+        _, timestamp_ms = message.timestamp()
+        return cls(message.topic(), message.partition(), message.offset(), timestamp_ms)
+
+
+def dead_letter_record(
+    *,
+    value: bytes,
+    key: Optional[bytes],
+    source: SourceRecord,
+    category: str,
+    reason: str,
+    consumer_group: str,
+    run_id: str,
+    original_headers: Sequence[tuple[str, bytes]] = (),
+    now: Optional[datetime] = None,
+) -> OutRecord:
+    failed_at = (now or datetime.now(timezone.utc)).isoformat()
+    error_headers = {
+        "topic": source.topic,
+        "partition": str(source.partition),
+        "offset": str(source.offset),
+        "timestamp": str(source.timestamp_ms),
+        "category": category,
+        "reason": reason[:MAX_REASON_CHARS],
+        "consumer.group": consumer_group,
+        "run.id": run_id,
+        "failed.at": failed_at,
+    }
+    kept = [(k, v) for k, v in original_headers if not k.startswith(HEADER_PREFIX)]
+    headers = kept + [(HEADER_PREFIX + k, v.encode()) for k, v in error_headers.items()]
+    return OutRecord(value=value, key=key, headers=headers)
+
+
 def dead_letter(
     message: Message,
     rejection: RejectedRecord,
@@ -34,22 +79,18 @@ def dead_letter(
     run_id: str,
     now: Optional[datetime] = None,
 ) -> OutRecord:
-    _, timestamp_ms = message.timestamp()
-    failed_at = (now or datetime.now(timezone.utc)).isoformat()
-    error_headers = {
-        "topic": message.topic(),
-        "partition": str(message.partition()),
-        "offset": str(message.offset()),
-        "timestamp": str(timestamp_ms),
-        "category": rejection.category,
-        "reason": rejection.reason[:MAX_REASON_CHARS],
-        "consumer.group": consumer_group,
-        "run.id": run_id,
-        "failed.at": failed_at,
-    }
-    original = [(k, v) for k, v in (message.headers() or []) if not k.startswith(HEADER_PREFIX)]
-    headers = original + [(HEADER_PREFIX + k, v.encode()) for k, v in error_headers.items()]
-    return OutRecord(value=message.value() or b"", key=message.key(), headers=headers)
+    """The original message, bytes and headers untouched, plus the error headers."""
+    return dead_letter_record(
+        value=message.value() or b"",
+        key=message.key(),
+        source=SourceRecord.of(message),
+        category=rejection.category,
+        reason=rejection.reason,
+        consumer_group=consumer_group,
+        run_id=run_id,
+        original_headers=message.headers() or [],
+        now=now,
+    )
 
 
 def error_headers(message: Message) -> Mapping[str, str]:

@@ -3,13 +3,13 @@
 Per table and Kafka partition, a Delta app transaction (``txn``) records the next offset not
 yet committed: the *watermark*. A streaming run reads from the watermark to the end of its
 planned range, so re-executing a run, or a range that overlaps an earlier one, reads nothing
-twice; a range planned after a lost run fills the gap. Rows are also deduplicated on the
-sink's key within a window of ingestion dates, which removes duplicates the source itself sent.
-Every commit carries a ``writer:<table>`` txn too, so delta-rs rejects concurrent writers
-(``CommitFailedError``) and Dagster's RetryPolicy re-runs the loser against the new snapshot.
+twice; a range planned after a lost run fills the gap. Every commit also carries a
+``writer:<table>`` txn, so delta-rs rejects a concurrent writer (``CommitFailedError``); the
+loser reloads the snapshot, drops what the winner committed and tries again.
 
-Records that cannot be used go to a dead-letter topic before the commit that passes them.
-Consumer-group offsets are committed last, so lag tools show progress but never lead it.
+What a batch becomes is the sink's business (``DeltaSink``): it turns messages into rows once,
+doing its side effects there (dead letters, downloads, retries), before the commit that passes
+those offsets. Consumer-group offsets are committed last, so lag tools never lead the data.
 """
 
 from __future__ import annotations
@@ -19,15 +19,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from enum import Enum
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Protocol, Sequence
 
 import polars as pl
 import pyarrow as pa
 from confluent_kafka import Message
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction
+from deltalake.exceptions import CommitFailedError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from pipeline_defs.lib.delta import DeltaLakeResource, scan_snapshot
-from pipeline_defs.lib.dlq import RejectedRecord, dead_letter
+from pipeline_defs.lib.delta import DeltaLakeResource
 from pipeline_defs.lib.kafka import KafkaResource, ReadStats
 from pipeline_defs.lib.offset_ranges import OffsetRange
 
@@ -48,22 +49,69 @@ LINEAGE_COLUMNS = pa.schema(
 
 
 class IngestMode(Enum):
-    STREAM = "stream"  # sensor-planned ranges: watermark-guarded, dead-letters rejects
-    BACKFILL = "backfill"  # re-read to repair gaps: key-deduplicated, watermark untouched
+    STREAM = "stream"  # sensor-planned ranges: watermark-guarded
+    BACKFILL = "backfill"  # re-read to repair gaps: key-deduplicated, watermarks untouched
 
 
-@dataclass(frozen=True)
-class KafkaDeltaSink:
-    """How one topic lands in one Delta table."""
-
-    table: str
-    columns: pa.Schema
-    to_row: Callable[[Message], dict[str, Any]]
-    key_columns: tuple[str, ...]
+@dataclass
+class IngestReport:
+    planned: list[OffsetRange] = field(default_factory=list)
+    read: list[OffsetRange] = field(default_factory=list)
+    messages_read: int = 0
+    rows_written: int = 0
+    already_committed: int = 0
+    lost_to_retention: int = 0
+    commit_conflicts: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    counts: Counter = field(default_factory=Counter)  # sink-specific tallies
+    delta_version: Optional[int] = None
+    watermarks: dict[TopicPartitionKey, int] = field(default_factory=dict)
 
     @property
-    def schema(self) -> pa.Schema:
-        return pa.unify_schemas([self.columns, LINEAGE_COLUMNS])
+    def dead_lettered(self) -> int:
+        return sum(self.rejected.values())
+
+
+@dataclass
+class BatchContext:
+    group_id: str
+    run_id: str
+    ingestion_date: date
+    mode: IngestMode
+    report: IngestReport
+    log: Any = field(default_factory=lambda: logging.getLogger(__name__))
+    table: Optional[DeltaTable] = None  # the sink's table, kept at the batch's snapshot
+
+
+class DeltaSink(Protocol):
+    """What a batch of messages becomes in one Delta table."""
+
+    table: str
+    schema: pa.Schema
+    counters: tuple[str, ...]  # sink-specific tallies, reported even when zero
+
+    def rows_for(self, messages: Sequence[Message], context: BatchContext) -> pa.Table:
+        """Rows for ``messages``, with lineage columns; side effects happen here, once."""
+
+    def write(
+        self, rows: pa.Table, table: DeltaTable, commit: CommitProperties, context: BatchContext
+    ) -> int:
+        """One commit attempt against ``table``'s snapshot; returns the rows committed."""
+
+
+def lineage(message: Message, ingestion_date: date, run_id: str, now: datetime) -> dict[str, Any]:
+    _, timestamp_ms = message.timestamp()
+    return {
+        "kafka_topic": message.topic(),
+        "kafka_partition": message.partition(),
+        "kafka_offset": message.offset(),
+        "kafka_timestamp": datetime.fromtimestamp(timestamp_ms / 1000, timezone.utc)
+        if timestamp_ms and timestamp_ms > 0
+        else None,
+        "ingested_at": now,
+        PARTITION_COLUMN: ingestion_date,
+        "dagster_run_id": run_id,
+    }
 
 
 def watermark_app_id(group_id: str, topic: str, partition: int) -> str:
@@ -74,89 +122,126 @@ def writer_app_id(table: str) -> str:
     return f"writer:{table}"
 
 
-@dataclass
-class IngestReport:
-    planned: list[OffsetRange] = field(default_factory=list)
-    read: list[OffsetRange] = field(default_factory=list)
-    messages_read: int = 0
-    rows_written: int = 0
-    duplicates_skipped: int = 0
-    already_committed: int = 0
-    lost_to_retention: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    delta_version: Optional[int] = None
-    watermarks: dict[TopicPartitionKey, int] = field(default_factory=dict)
-
-    @property
-    def dead_lettered(self) -> int:
-        return sum(self.rejected.values())
+def dedup_window(day: date, days: int) -> list[date]:
+    return [day + timedelta(days=offset) for offset in range(-days, days + 1)]
 
 
-def ingest_ranges(
+def consume_ranges(
     planned: Sequence[OffsetRange],
     *,
-    sink: KafkaDeltaSink,
+    sink: DeltaSink,
     source: KafkaResource,
     lake: DeltaLakeResource,
-    group_id: str,
-    ingestion_date: date,
-    run_id: str,
-    mode: IngestMode = IngestMode.STREAM,
-    dead_letters: Optional[KafkaResource] = None,
-    dlq_topic: Optional[str] = None,
-    dedup_window_days: int = 1,
+    context: BatchContext,
     batch_size: int = 50_000,
     read_timeout_s: float = 300,
-    log: logging.Logger = logging.getLogger(__name__),
 ) -> IngestReport:
-    report = IngestReport(planned=list(planned))
-    table = lake.ensure(sink.table, sink.schema, [PARTITION_COLUMN])
-    if mode is IngestMode.STREAM:
-        marks = _watermarks(table, planned, source, group_id)
-        to_read = [
-            OffsetRange(r.topic, r.partition, marks[(r.topic, r.partition)], r.end)
-            for r in planned
-            if marks[(r.topic, r.partition)] < r.end
-        ]
-        report.already_committed = sum(
-            min(r.end, marks[(r.topic, r.partition)]) - r.start
-            for r in planned
-            if marks[(r.topic, r.partition)] > r.start
-        )
-    else:
-        to_read = list(planned)
+    """Read ``planned`` from ``source`` and commit what ``sink`` makes of it."""
+    report = context.report
+    report.planned = list(planned)
+    report.counts.update({name: 0 for name in sink.counters})
+    table = context.table = lake.ensure(sink.table, sink.schema, [PARTITION_COLUMN])
+    streaming = context.mode is IngestMode.STREAM
+    to_read = _unread(table, planned, source, context.group_id, report) if streaming else list(planned)
     report.read = to_read
-    window = dedup_window(ingestion_date, dedup_window_days)
     stats = ReadStats()
 
-    for messages in source.read_ranges(to_read, group_id, batch_size, read_timeout_s, stats):
-        table.update_incremental()  # the snapshot this chunk reads, dedups and commits against
-        if mode is IngestMode.STREAM:
-            messages = _not_yet_committed(messages, table, group_id, report)
-        rows, rejects = _split(messages, sink)
-        for rejection in rejects.values():
-            report.rejected[rejection.category] += 1
-        if rejects and mode is IngestMode.STREAM:
-            _dead_letter(rejects, messages, dead_letters, dlq_topic, group_id, run_id)
-        batch = _with_lineage(rows, sink, ingestion_date, run_id)
-        fresh = _drop_known_keys(batch, table, sink, window)
-        report.duplicates_skipped += batch.num_rows - fresh.num_rows
-        positions = _next_offsets(messages) if mode is IngestMode.STREAM else {}
-        _commit(sink, table, fresh, group_id, positions, run_id)
-        report.rows_written += fresh.num_rows
+    for messages in source.read_ranges(to_read, context.group_id, batch_size, read_timeout_s, stats):
+        table.update_incremental()
+        if streaming:
+            messages = _not_yet_committed(messages, table, context.group_id, report)
+        rows = sink.rows_for(messages, context)
+        positions = _next_offsets(messages) if streaming else {}
+        report.rows_written += commit_batch(sink, table, rows, positions, context)
         report.watermarks.update(positions)
-        log.info(
-            f"{sink.table}: {len(messages)} messages -> {fresh.num_rows} rows, "
-            f"{batch.num_rows - fresh.num_rows} duplicates, {len(rejects)} dead-lettered"
-        )
 
     report.messages_read = stats.messages
     report.lost_to_retention = stats.lost_to_retention
-    if mode is IngestMode.STREAM and to_read:
-        _close_ranges(sink, table, group_id, to_read, run_id, report)
-        source.commit_offsets(group_id, {(r.topic, r.partition): r.end for r in to_read})
+    if streaming and to_read:
+        ends = {(r.topic, r.partition): r.end for r in to_read}
+        commit_batch(sink, table, sink.schema.empty_table(), ends, context)
+        report.watermarks.update(ends)
+        source.commit_offsets(context.group_id, ends)
     report.delta_version = table.version()
     return report
+
+
+def commit_batch(
+    sink: DeltaSink,
+    table: DeltaTable,
+    rows: pa.Table,
+    positions: Mapping[TopicPartitionKey, int],
+    context: BatchContext,
+) -> int:
+    """Commit ``rows`` and move the watermarks to ``positions``, retrying on conflicts with
+    other writers: each attempt re-reads the snapshot and keeps only what is still missing."""
+
+    @retry(
+        retry=retry_if_exception_type(CommitFailedError),
+        stop=stop_after_attempt(6),
+        wait=wait_random_exponential(multiplier=0.2, max=5),
+        reraise=True,
+    )
+    def attempt() -> int:
+        table.update_incremental()
+        marks = {k: table.transaction_version(watermark_app_id(context.group_id, *k)) or -1 for k in positions}
+        advancing = {k: p for k, p in positions.items() if p > marks[k]}
+        pending = _below_watermarks(rows, marks)
+        if pending.num_rows == 0 and not advancing:
+            return 0
+        txns = [Transaction(watermark_app_id(context.group_id, t, p), o) for (t, p), o in advancing.items()]
+        txns.append(Transaction(writer_app_id(sink.table), table.version() + 1))
+        commit = CommitProperties(
+            app_transactions=txns,
+            custom_metadata={"dagster_run_id": context.run_id, "writer": "kafka_to_delta"},
+        )
+        try:
+            return sink.write(pending, table, commit, context)
+        except CommitFailedError:
+            context.report.commit_conflicts += 1
+            raise
+
+    return attempt()
+
+
+def _below_watermarks(rows: pa.Table, marks: Mapping[TopicPartitionKey, int]) -> pa.Table:
+    """Drop rows whose source offset another writer has committed meanwhile."""
+    if rows.num_rows == 0 or not marks:
+        return rows
+    frame = pl.from_arrow(rows)
+    committed = pl.DataFrame(
+        {
+            "kafka_topic": [t for t, _ in marks],
+            "kafka_partition": pl.Series([p for _, p in marks], dtype=pl.Int32),
+            "_mark": list(marks.values()),
+        }
+    )
+    kept = (
+        frame.join(committed, on=["kafka_topic", "kafka_partition"], how="left")
+        .filter(pl.col("_mark").is_null() | (pl.col("kafka_offset") >= pl.col("_mark")))
+        .drop("_mark")
+    )
+    return rows if kept.height == frame.height else kept.to_arrow().cast(rows.schema)
+
+
+def _unread(
+    table: DeltaTable,
+    planned: Sequence[OffsetRange],
+    source: KafkaResource,
+    group_id: str,
+    report: IngestReport,
+) -> list[OffsetRange]:
+    marks = _watermarks(table, planned, source, group_id)
+    report.already_committed = sum(
+        min(r.end, marks[(r.topic, r.partition)]) - r.start
+        for r in planned
+        if marks[(r.topic, r.partition)] > r.start
+    )
+    return [
+        OffsetRange(r.topic, r.partition, marks[(r.topic, r.partition)], r.end)
+        for r in planned
+        if marks[(r.topic, r.partition)] < r.end
+    ]
 
 
 def _watermarks(
@@ -171,8 +256,7 @@ def _watermarks(
     found: dict[TopicPartitionKey, int] = {}
     unseen: dict[str, list[int]] = {}
     for r in planned:
-        app_id = watermark_app_id(group_id, r.topic, r.partition)
-        version = table.transaction_version(app_id)
+        version = table.transaction_version(watermark_app_id(group_id, r.topic, r.partition))
         if version is None:
             unseen.setdefault(r.topic, []).append(r.partition)
         else:
@@ -203,140 +287,9 @@ def _not_yet_committed(
     return kept
 
 
-def _split(
-    messages: Iterable[Message], sink: KafkaDeltaSink
-) -> tuple[list[tuple[Message, dict[str, Any]]], dict[int, RejectedRecord]]:
-    rows: list[tuple[Message, dict[str, Any]]] = []
-    rejects: dict[int, RejectedRecord] = {}
-    for index, message in enumerate(messages):
-        try:
-            rows.append((message, sink.to_row(message)))
-        except RejectedRecord as rejection:
-            rejects[index] = rejection
-    return rows, rejects
-
-
-def _dead_letter(
-    rejects: Mapping[int, RejectedRecord],
-    messages: Sequence[Message],
-    dead_letters: Optional[KafkaResource],
-    dlq_topic: Optional[str],
-    group_id: str,
-    run_id: str,
-) -> None:
-    if dead_letters is None or not dlq_topic:
-        raise ValueError("rejected records need a dead-letter topic")
-    dead_letters.produce(
-        dlq_topic,
-        (
-            dead_letter(messages[i], rejection, consumer_group=group_id, run_id=run_id)
-            for i, rejection in rejects.items()
-        ),
-    )
-
-
-def _with_lineage(
-    rows: Sequence[tuple[Message, dict[str, Any]]],
-    sink: KafkaDeltaSink,
-    ingestion_date: date,
-    run_id: str,
-) -> pa.Table:
-    now = datetime.now(timezone.utc)
-    records = []
-    for message, row in rows:
-        _, timestamp_ms = message.timestamp()
-        records.append(
-            {
-                **row,
-                "kafka_topic": message.topic(),
-                "kafka_partition": message.partition(),
-                "kafka_offset": message.offset(),
-                "kafka_timestamp": datetime.fromtimestamp(timestamp_ms / 1000, timezone.utc)
-                if timestamp_ms and timestamp_ms > 0
-                else None,
-                "ingested_at": now,
-                PARTITION_COLUMN: ingestion_date,
-                "dagster_run_id": run_id,
-            }
-        )
-    return pa.Table.from_pylist(records, schema=sink.schema)
-
-
-def dedup_window(day: date, days: int) -> list[date]:
-    return [day + timedelta(days=offset) for offset in range(-days, days + 1)]
-
-
-def _drop_known_keys(
-    batch: pa.Table, table: DeltaTable, sink: KafkaDeltaSink, window: list[date]
-) -> pa.Table:
-    """Keep the first row of each key in the batch, minus keys already in the window."""
-    if batch.num_rows == 0:
-        return batch
-    keys = list(sink.key_columns)
-    frame = pl.from_arrow(batch).unique(subset=keys, keep="first", maintain_order=True)
-    known = (
-        scan_snapshot(table)
-        .filter(pl.col(PARTITION_COLUMN).is_in(window))
-        .select(keys)
-        .join(frame.lazy().select(keys), on=keys, how="semi")
-        .collect()
-    )
-    if known.height:
-        frame = frame.join(known, on=keys, how="anti", maintain_order="left")
-    return frame.to_arrow().cast(sink.schema)
-
-
-def _next_offsets(messages: Iterable[Message]) -> dict[TopicPartitionKey, int]:
+def _next_offsets(messages: Sequence[Message]) -> dict[TopicPartitionKey, int]:
     positions: dict[TopicPartitionKey, int] = {}
     for m in messages:
         key = (m.topic(), m.partition())
         positions[key] = max(positions.get(key, 0), m.offset() + 1)
     return positions
-
-
-def _commit(
-    sink: KafkaDeltaSink,
-    table: DeltaTable,
-    batch: pa.Table,
-    group_id: str,
-    positions: Mapping[TopicPartitionKey, int],
-    run_id: str,
-) -> None:
-    """Append against ``table``'s snapshot; a concurrent commit raises ``CommitFailedError``."""
-    if batch.num_rows == 0 and not positions:
-        return
-    txns = [Transaction(watermark_app_id(group_id, t, p), o) for (t, p), o in positions.items()]
-    txns.append(Transaction(writer_app_id(sink.table), table.version() + 1))
-    write_deltalake(
-        table,
-        batch,
-        mode="append",
-        partition_by=[PARTITION_COLUMN],
-        schema_mode="merge",
-        commit_properties=CommitProperties(
-            app_transactions=txns,
-            custom_metadata={"dagster_run_id": run_id, "writer": "kafka_to_delta"},
-        ),
-    )
-    table.update_incremental()
-
-
-def _close_ranges(
-    sink: KafkaDeltaSink,
-    table: DeltaTable,
-    group_id: str,
-    ranges: Sequence[OffsetRange],
-    run_id: str,
-    report: IngestReport,
-) -> None:
-    """Move watermarks to the range ends: offsets past the last message (transaction
-    markers, compaction gaps) belong to the range too."""
-    table.update_incremental()
-    behind = {
-        (r.topic, r.partition): r.end
-        for r in ranges
-        if (table.transaction_version(watermark_app_id(group_id, r.topic, r.partition)) or -1)
-        < r.end
-    }
-    _commit(sink, table, sink.schema.empty_table(), group_id, behind, run_id)
-    report.watermarks.update({(r.topic, r.partition): r.end for r in ranges})

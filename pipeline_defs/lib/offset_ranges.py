@@ -63,14 +63,23 @@ def run_key(topic: str, ranges: Iterable[OffsetRange]) -> str:
     return f"{topic}@{encode_ranges(ranges)}"
 
 
-def decode_cursor(cursor: str | None) -> dict[int, int]:
+def decode_cursor(cursor: str | None) -> dict[str, dict[int, int]]:
+    """Per topic, the next offset not yet planned of each partition."""
     if not cursor:
         return {}
-    return {int(p): int(o) for p, o in json.loads(cursor).get("next", {}).items()}
+    topics = json.loads(cursor).get("topics", {})
+    return {t: {int(p): int(o) for p, o in offsets.items()} for t, offsets in topics.items()}
 
 
-def encode_cursor(next_offsets: Mapping[int, int]) -> str:
-    return json.dumps({"next": {str(p): o for p, o in sorted(next_offsets.items())}})
+def encode_cursor(next_offsets: Mapping[str, Mapping[int, int]]) -> str:
+    return json.dumps(
+        {
+            "topics": {
+                t: {str(p): o for p, o in sorted(offsets.items())}
+                for t, offsets in sorted(next_offsets.items())
+            }
+        }
+    )
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
 """The Dagster half of the offset-range pattern: sensors plan ranges into run tags,
-runs turn their tags (or, for a backfill, their partition's day) back into ranges."""
+runs turn their tags back into ranges."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, time as dtime, timedelta, timezone
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import dagster as dg
 
@@ -30,19 +30,28 @@ from pipeline_defs.lib.settings import PipelineConfigResource
 SENSOR_INTERVAL_S = 5
 
 
+@dataclass(frozen=True)
+class SensorTopic:
+    name: str
+    delay_s: Optional[int] = None  # a retry topic: only records older than this are due
+
+
 def build_offset_range_sensor(
     *,
     name: str,
     job: Any,
     asset_name: str,
-    topic_of: Callable[[PipelineConfigResource], str],
+    topics_of: Callable[[PipelineConfigResource], Sequence[SensorTopic]],
     description: str,
     source_resource_key: str = "source_kafka",
 ) -> dg.SensorDefinition:
-    """A sensor that plans the unplanned offsets of one topic into partitioned runs.
+    """A sensor that plans the unplanned (and, for retry topics, due) offsets of its topics
+    into partitioned runs, one topic per run.
 
-    It reads high watermarks and its JSON cursor, never commits offsets, and with the broker
-    down ends the tick with a skip reason inside ``tick_budget_s``, cursor unchanged.
+    It reads offsets and its JSON cursor, never commits consumer offsets, and with the broker
+    down ends the tick with a skip reason inside ``tick_budget_s``, cursor unchanged. Delayed
+    topics are not polled in a loop: the due range of a delay-d topic simply ends at the first
+    offset written after now - d.
     """
 
     @dg.sensor(
@@ -56,47 +65,31 @@ def build_offset_range_sensor(
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         kafka: KafkaResource = getattr(context.resources, source_resource_key)
         pipeline: PipelineConfigResource = context.resources.pipeline
-        topic = topic_of(pipeline)
         group_id = pipeline.consumer_group(asset_name)
         deadline = time.monotonic() + pipeline.ingest.tick_budget_s
         cursor = decode_cursor(context.cursor)
+        partition_key = datetime.now(timezone.utc).date().isoformat()
+        requests: list[dg.RunRequest] = []
         try:
-            states = kafka.partition_states(topic, _remaining(deadline, kafka))
-            new = [p for p in states if p not in cursor]
-            if new:
-                cursor.update(
-                    _first_offsets(kafka, pipeline, group_id, topic, new, states, deadline)
-                )
+            for topic in topics_of(pipeline):
+                budget = pipeline.ingest.max_runs_per_tick - len(requests)
+                if budget <= 0:
+                    break
+                states = _due_states(kafka, topic, deadline)
+                planned = cursor.setdefault(topic.name, {})
+                new = [p for p in states if p not in planned]
+                if new:
+                    planned.update(_first_offsets(kafka, pipeline, group_id, topic.name, new, states, deadline))
+                plan = plan_runs(topic.name, planned, states, pipeline.ingest.max_events_per_run, budget)
+                for partition, lost in plan.skipped_to_low_watermark.items():
+                    context.log.warning(f"{topic.name}[{partition}]: {lost} offsets expired before planning")
+                cursor[topic.name] = plan.next_offsets
+                requests += [_run_request(topic.name, ranges, partition_key) for ranges in plan.runs]
         except KafkaUnavailableError as exc:
             return dg.SkipReason(f"Kafka unavailable; nothing planned, cursor kept: {exc}")
-
-        plan = plan_runs(
-            topic,
-            cursor,
-            states,
-            pipeline.ingest.max_events_per_run,
-            pipeline.ingest.max_runs_per_tick,
-        )
-        for partition, lost in plan.skipped_to_low_watermark.items():
-            context.log.warning(f"{topic}[{partition}]: {lost} offsets expired before planning")
-        partition_key = datetime.now(timezone.utc).date().isoformat()
-        requests = [
-            dg.RunRequest(
-                run_key=run_key(topic, ranges),
-                partition_key=partition_key,
-                tags={
-                    TOPIC_TAG: topic,
-                    RANGES_TAG: encode_ranges(ranges),
-                    EVENTS_TAG: str(sum(r.size for r in ranges)),
-                },
-            )
-            for ranges in plan.runs
-        ]
         if not requests:
-            return dg.SensorResult(
-                cursor=encode_cursor(plan.next_offsets), skip_reason=f"{topic}: no new offsets"
-            )
-        return dg.SensorResult(run_requests=requests, cursor=encode_cursor(plan.next_offsets))
+            return dg.SensorResult(cursor=encode_cursor(cursor), skip_reason="no new offsets")
+        return dg.SensorResult(run_requests=requests, cursor=encode_cursor(cursor))
 
     return _sensor
 
@@ -106,6 +99,27 @@ def _remaining(deadline: float, kafka: KafkaResource) -> float:
     if left <= 0:
         raise KafkaUnavailableError("tick budget spent before the broker answered")
     return min(left, kafka.connection.request_timeout_s)
+
+
+def _due_states(kafka: KafkaResource, topic: SensorTopic, deadline: float) -> dict[int, PartitionState]:
+    states = kafka.partition_states(topic.name, _remaining(deadline, kafka))
+    if topic.delay_s is None:
+        return states
+    cutoff_ms = int((time.time() - topic.delay_s) * 1000)
+    due = kafka.offsets_for_timestamp(topic.name, cutoff_ms, _remaining(deadline, kafka))
+    return {p: PartitionState(s.low, min(s.high, due[p])) for p, s in states.items()}
+
+
+def _run_request(topic: str, ranges: Sequence[OffsetRange], partition_key: str) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=run_key(topic, ranges),
+        partition_key=partition_key,
+        tags={
+            TOPIC_TAG: topic,
+            RANGES_TAG: encode_ranges(ranges),
+            EVENTS_TAG: str(sum(r.size for r in ranges)),
+        },
+    )
 
 
 def _first_offsets(
@@ -122,14 +136,22 @@ def _first_offsets(
     committed, so runs that find no Delta watermark begin there too."""
     committed = kafka.committed_offsets(group_id, topic, partitions, _remaining(deadline, kafka))
     latest = pipeline.ingest.start_from == "latest"
-    chosen = {
-        p: committed.get(p, states[p].high if latest else states[p].low) for p in partitions
-    }
+    chosen = {p: committed.get(p, states[p].high if latest else states[p].low) for p in partitions}
     if latest:
-        kafka.commit_offsets(
-            group_id, {(topic, p): o for p, o in chosen.items() if p not in committed}
-        )
+        kafka.commit_offsets(group_id, {(topic, p): o for p, o in chosen.items() if p not in committed})
     return chosen
+
+
+def planned_ranges(context: dg.AssetExecutionContext, topics: Sequence[str]) -> Optional[list[OffsetRange]]:
+    """The ranges a sensor run was planned for, or ``None`` for a run without them (a
+    backfill, a Materialize click)."""
+    tags = context.run.tags
+    if RANGES_TAG not in tags:
+        return None
+    topic = tags.get(TOPIC_TAG, "")
+    if topic not in topics:
+        raise ValueError(f"run planned for topic {topic!r}; this asset reads {list(topics)}")
+    return decode_ranges(topic, tags[RANGES_TAG])
 
 
 @dataclass(frozen=True)
@@ -139,17 +161,13 @@ class RunBatch:
     ranges: list[OffsetRange]
 
 
-def batch_for_run(
-    context: dg.AssetExecutionContext, topic: str, kafka: KafkaResource
-) -> RunBatch:
-    """Sensor runs carry their ranges in tags. A run without them (a backfill, or a
-    Materialize click) re-reads its partition's day, found by message timestamp."""
+def batch_for_run(context: dg.AssetExecutionContext, topic: str, kafka: KafkaResource) -> RunBatch:
+    """Sensor runs carry their ranges in tags. A run without them re-reads its partition's
+    day from Kafka, found by message timestamp."""
     day = date.fromisoformat(context.partition_key)
-    tags = context.run.tags
-    if RANGES_TAG in tags:
-        if tags.get(TOPIC_TAG) != topic:
-            raise ValueError(f"run planned for topic {tags.get(TOPIC_TAG)!r}, asset reads {topic!r}")
-        return RunBatch(IngestMode.STREAM, day, decode_ranges(topic, tags[RANGES_TAG]))
+    ranges = planned_ranges(context, [topic])
+    if ranges is not None:
+        return RunBatch(IngestMode.STREAM, day, ranges)
     start = datetime.combine(day, dtime.min, tzinfo=timezone.utc)
     timeout = kafka.connection.request_timeout_s
     first = kafka.offsets_for_timestamp(topic, _ms(start), timeout)
@@ -162,15 +180,12 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def ingest_metadata(
-    report: IngestReport, kafka: KafkaResource, topic: str, mode: IngestMode
-) -> dict[str, Any]:
+def ingest_metadata(report: IngestReport, kafka: KafkaResource, mode: IngestMode) -> dict[str, Any]:
     """What the UI plots per materialization: rows, offsets, Delta version, lag."""
     metadata: dict[str, Any] = {
         "mode": mode.value,
         "rows_written": report.rows_written,
         "messages_read": report.messages_read,
-        "duplicates_skipped": report.duplicates_skipped,
         "dead_lettered": report.dead_lettered,
         "rejected_by_category": dg.MetadataValue.json(dict(report.rejected)),
         "already_committed": report.already_committed,
@@ -178,14 +193,19 @@ def ingest_metadata(
         "planned_ranges": encode_ranges(report.planned) or "(none)",
         "read_ranges": encode_ranges(report.read) or "(none)",
         "delta_version": report.delta_version if report.delta_version is not None else -1,
+        "commit_conflicts": report.commit_conflicts,
+        **dict(report.counts),
     }
-    try:
-        states = kafka.partition_states(topic, kafka.connection.request_timeout_s)
-    except KafkaUnavailableError:
-        return metadata
-    marks = {p: o for (t, p), o in report.watermarks.items() if t == topic}
-    lag = {p: max(s.high - marks[p], 0) for p, s in states.items() if p in marks}
-    metadata["lag_total"] = sum(lag.values())
-    metadata["lag_by_partition"] = dg.MetadataValue.json({str(p): n for p, n in lag.items()})
+    lag: dict[str, int] = {}
+    for topic in sorted({t for t, _ in report.watermarks}):
+        try:
+            states = kafka.partition_states(topic, kafka.connection.request_timeout_s)
+        except KafkaUnavailableError:
+            return metadata
+        for (t, p), mark in report.watermarks.items():
+            if t == topic and p in states:
+                lag[f"{t}[{p}]"] = max(states[p].high - mark, 0)
+    if lag:
+        metadata["lag_total"] = sum(lag.values())
+        metadata["lag_by_partition"] = dg.MetadataValue.json(lag)
     return metadata
-

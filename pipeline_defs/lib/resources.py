@@ -8,6 +8,8 @@ from typing import Any, Optional
 import dagster as dg
 
 from pipeline_defs.lib.delta import DeltaLakeResource
+from pipeline_defs.lib.downloader import AttachmentHttpResource
+from pipeline_defs.lib.file_store import FileStoreResource
 from pipeline_defs.lib.kafka import KafkaResource
 from pipeline_defs.lib.settings import KafkaConnection, PipelineConfigResource, PipelineSettings
 
@@ -21,12 +23,12 @@ def kafka_resource(connection: KafkaConnection) -> KafkaResource:
 
 
 def build_resources(settings: PipelineSettings) -> dict[str, Any]:
+    account_key = _secret(settings.storage.azure_account_key_env)
     return {
         "source_kafka": kafka_resource(settings.source_kafka),
         "kafka": kafka_resource(settings.kafka),
-        "lake": DeltaLakeResource(
-            storage=settings.storage,
-            azure_account_key=_secret(settings.storage.azure_account_key_env),
-        ),
+        "lake": DeltaLakeResource(storage=settings.storage, azure_account_key=account_key),
+        "files": FileStoreResource(storage=settings.storage, azure_account_key=account_key),
+        "attachment_http": AttachmentHttpResource(settings=settings.downloads),
         "pipeline": PipelineConfigResource(topics=settings.topics, ingest=settings.ingest),
     }

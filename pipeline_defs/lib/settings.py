@@ -41,6 +41,8 @@ class TopicNames(dg.Config):
 
     xact_events: str = "events.raw"
     xact_events_dlq: str = "events.raw.dlq"
+    xact_downloads_pending: str = "downloads.pending"
+    xact_downloads_dlq: str = "downloads.dlq"
     partitions: int = 6  # used only when this project creates the topics (local stack)
 
 
@@ -51,6 +53,29 @@ class StorageSettings(dg.Config):
     azure_account_name: Optional[str] = None
     azure_account_key_env: Optional[str] = None  # shared key (Azurite); else Azure identity
     azure_endpoint: Optional[str] = None  # custom blob endpoint, e.g. Azurite's http URL
+    # Where attachments are uploaded: a local path, az://<container>/<prefix> (Blob, Azurite)
+    # or abfss://<workspace>@onelake.dfs.fabric.microsoft.com/<lakehouse>.Lakehouse/Files
+    files_root: str = ".lake/files"
+
+
+class DownloadSettings(dg.Config):
+    """How attachments are fetched, and which URLs may be fetched at all."""
+
+    concurrency: int = 50
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    chunk_bytes: int = 1024 * 1024
+    max_file_bytes: int = 5 * 1024**3
+    max_redirects: int = 5
+    allowed_hosts: list[str] = []  # a host also allows its subdomains
+    allowed_extensions: list[str] = ["pdf", "xml", "jpg", "jpeg", "png", "gif", "tif", "tiff"]
+    allow_http: bool = False
+    allowed_ports: list[int] = [443]  # empty: any port
+    loopback_hosts: list[str] = []  # local stack and tests only; production leaves it empty
+    extra_hosts: dict[str, str] = {}  # host -> IP, like curl --resolve
+    circuit_failure_threshold: int = 5
+    circuit_reset_s: float = 60.0
+    temp_dir: Optional[str] = None
 
 
 class IngestSettings(dg.Config):
@@ -62,6 +87,10 @@ class IngestSettings(dg.Config):
     tick_budget_s: float = 20.0
     start_from: str = "earliest"  # earliest | latest, for partitions with no committed offset
     dedup_window_days: int = 1
+    # Transient download failures wait this long in retry topics, one topic per delay;
+    # after the last one they go to the DLQ. Default: the seeds' 5, 10, 20, 40 minutes.
+    retry_delays_s: list[int] = [300, 600, 1200, 2400]
+    failed_attachment_ratio_warn: float = 0.2
 
 
 class PipelineSettings(BaseSettings):
@@ -74,6 +103,7 @@ class PipelineSettings(BaseSettings):
     topics: TopicNames = TopicNames()
     storage: StorageSettings = StorageSettings()
     ingest: IngestSettings = IngestSettings()
+    downloads: DownloadSettings = DownloadSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -97,3 +127,21 @@ class PipelineConfigResource(dg.ConfigurableResource):
 
     def consumer_group(self, asset_name: str) -> str:
         return f"{self.ingest.consumer_group_prefix}.{asset_name}"
+
+    def retry_topics(self, base: str) -> list[tuple[str, int]]:
+        """``(topic, delay_s)`` per retry level, e.g. ``downloads.pending.retry.5m``."""
+        return [(retry_topic_name(base, d), d) for d in self.ingest.retry_delays_s]
+
+    def all_topics(self) -> list[str]:
+        named = [v for v in self.topics.model_dump().values() if isinstance(v, str)]
+        return named + [t for t, _ in self.retry_topics(self.topics.xact_downloads_pending)]
+
+
+def retry_topic_name(base: str, delay_s: int) -> str:
+    if delay_s % 3600 == 0:
+        label = f"{delay_s // 3600}h"
+    elif delay_s % 60 == 0:
+        label = f"{delay_s // 60}m"
+    else:
+        label = f"{delay_s}s"
+    return f"{base}.retry.{label}"

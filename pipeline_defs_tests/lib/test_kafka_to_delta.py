@@ -1,18 +1,16 @@
 """The Kafka-to-Delta engine: watermarks, key dedup and concurrent writers, on real services."""
 
-import threading
 import uuid
-from dataclasses import replace
 from datetime import date
+from typing import Callable
 
-import pytest
 from azure.storage.blob import BlobServiceClient
-from deltalake.exceptions import CommitFailedError
 
 from pipeline_defs.lib.delta import DeltaLakeResource
-from pipeline_defs.lib.kafka_to_delta import ingest_ranges, watermark_app_id
+from pipeline_defs.lib.event_log import EventLogSink, Topic
+from pipeline_defs.lib.kafka_to_delta import BatchContext, IngestMode, IngestReport, consume_ranges, watermark_app_id
 from pipeline_defs.lib.offset_ranges import OffsetRange
-from pipeline_defs.lib.schemas.xact import XACT_EVENTS_SINK
+from pipeline_defs.lib.schemas.xact import XACT_EVENTS
 from pipeline_defs.lib.settings import StorageSettings
 from pipeline_defs.sim.events import MALFORMED_MESSAGES
 from pipeline_defs_tests.kafka_helpers import produce_events, produce_raw, sample_events, table_rows
@@ -25,42 +23,45 @@ def all_ranges(kafka, topic):
     return [OffsetRange(topic, p, s.low, s.high) for p, s in kafka.partition_states(topic, 10).items()]
 
 
-def ingest(kafka, lake, topic, dlq_topic, group, sink=XACT_EVENTS_SINK):
-    return ingest_ranges(
-        all_ranges(kafka, topic),
-        sink=sink,
-        source=kafka,
-        lake=lake,
+def context_for(group):
+    return BatchContext(
         group_id=group,
-        ingestion_date=TODAY,
         run_id=f"run-{uuid.uuid4().hex[:6]}",
-        dead_letters=kafka,
-        dlq_topic=dlq_topic,
+        ingestion_date=TODAY,
+        mode=IngestMode.STREAM,
+        report=IngestReport(),
     )
 
 
-def test_a_concurrent_writer_makes_the_loser_fail_and_its_retry_adds_nothing(kafka, lake, topics):
+def ingest(kafka, lake, topic, dlq_topic, group, sink=None):
+    sink = sink or EventLogSink(spec=XACT_EVENTS, dead_letters=Topic(kafka, dlq_topic))
+    return consume_ranges(all_ranges(kafka, topic), sink=sink, source=kafka, lake=lake, context=context_for(group))
+
+
+class RivalCommitsFirst(EventLogSink):
+    """Just before this sink's first commit, another run commits the same ranges."""
+
+    rival: Callable[[], object] = lambda: None
+    raced: bool = False
+
+    def write(self, rows, table, commit, context):
+        if not self.raced:
+            self.raced = True
+            self.rival()
+        return super().write(rows, table, commit, context)
+
+
+def test_a_concurrent_writer_makes_the_loser_retry_its_commit_and_add_nothing(kafka, lake, topics):
     produce_events(kafka, topics.xact_events, sample_events(200))
-    rival_done = threading.Event()
+    racing = RivalCommitsFirst(spec=XACT_EVENTS, dead_letters=Topic(kafka, topics.xact_events_dlq))
+    racing.rival = lambda: ingest(kafka, lake, topics.xact_events, topics.xact_events_dlq, "g")
 
-    def rival_then_row(message):
-        # Mid-transaction (snapshot read, rows being built) another run commits the same ranges.
-        if not rival_done.is_set():
-            rival_done.set()
-            rival = threading.Thread(
-                target=ingest, args=(kafka, lake, topics.xact_events, topics.xact_events_dlq, "g")
-            )
-            rival.start()
-            rival.join()
-        return XACT_EVENTS_SINK.to_row(message)
+    report = ingest(kafka, lake, topics.xact_events, topics.xact_events_dlq, "g", sink=racing)
 
-    racing_sink = replace(XACT_EVENTS_SINK, to_row=rival_then_row)
-    with pytest.raises(CommitFailedError):
-        ingest(kafka, lake, topics.xact_events, topics.xact_events_dlq, "g", sink=racing_sink)
-
-    retry = ingest(kafka, lake, topics.xact_events, topics.xact_events_dlq, "g")
-
-    assert retry.rows_written == 0 and retry.already_committed == 200
+    assert report.commit_conflicts == 1  # delta-rs refused the commit against the stale snapshot
+    assert report.rows_written == 0  # the retry found the rival had committed everything
+    again = ingest(kafka, lake, topics.xact_events, topics.xact_events_dlq, "g")
+    assert again.messages_read == 0 and again.already_committed == 200
     rows = table_rows(lake, "xact_events")
     assert rows.height == 200 and rows["trace_id"].n_unique() == 200
 

@@ -30,9 +30,10 @@ def test_run_key_is_deterministic_and_order_independent():
     assert run_key("t", a) != run_key("t", [OffsetRange("t", 0, 0, 11), a[1]])
 
 
-def test_cursor_round_trips_and_starts_empty():
+def test_cursor_round_trips_per_topic_and_starts_empty():
     assert decode_cursor(None) == {}
-    assert decode_cursor(encode_cursor({2: 10, 0: 4})) == {0: 4, 2: 10}
+    cursor = {"a": {2: 10, 0: 4}, "b.retry.5m": {1: 7}}
+    assert decode_cursor(encode_cursor(cursor)) == cursor
 
 
 def test_plan_bounds_events_per_run_and_runs_per_tick_and_stays_contiguous():

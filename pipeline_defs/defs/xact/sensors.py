@@ -1,7 +1,7 @@
 import dagster as dg
 
-from pipeline_defs.defs.xact.assets import xact_events
-from pipeline_defs.lib.range_runs import build_offset_range_sensor
+from pipeline_defs.defs.xact.assets import xact_attachments, xact_events
+from pipeline_defs.lib.range_runs import SensorTopic, build_offset_range_sensor
 
 xact_events_job = dg.define_asset_job(
     "xact_events_job",
@@ -9,10 +9,40 @@ xact_events_job = dg.define_asset_job(
     description="Ingest one batch of XACT event offset ranges into xact_events.",
 )
 
+xact_attachments_job = dg.define_asset_job(
+    "xact_attachments_job",
+    selection=dg.AssetSelection.assets(xact_attachments),
+    description="Download, upload and inventory one batch of XACT attachment tasks.",
+)
+
 xact_events_sensor = build_offset_range_sensor(
     name="xact_events_kafka_sensor",
     job=xact_events_job,
     asset_name="xact_events",
-    topic_of=lambda pipeline: pipeline.topics.xact_events,
-    description="Plans new events.raw offsets into xact_events runs (one per batch of ranges).",
+    topics_of=lambda pipeline: [SensorTopic(pipeline.topics.xact_events)],
+    description="Plans new events.raw offsets into xact_events runs.",
+)
+
+xact_attachments_sensor = build_offset_range_sensor(
+    name="xact_attachments_pending_sensor",
+    job=xact_attachments_job,
+    asset_name="xact_attachments",
+    topics_of=lambda pipeline: [SensorTopic(pipeline.topics.xact_downloads_pending)],
+    description="Plans new downloads.pending tasks into xact_attachments runs.",
+    source_resource_key="kafka",
+)
+
+xact_attachments_retry_sensor = build_offset_range_sensor(
+    name="xact_attachments_retry_sensor",
+    job=xact_attachments_job,
+    asset_name="xact_attachments",
+    topics_of=lambda pipeline: [
+        SensorTopic(topic, delay_s)
+        for topic, delay_s in pipeline.retry_topics(pipeline.topics.xact_downloads_pending)
+    ],
+    description=(
+        "Plans the due part of each download retry topic (tasks that have waited their delay) "
+        "into xact_attachments runs."
+    ),
+    source_resource_key="kafka",
 )

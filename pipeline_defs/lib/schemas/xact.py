@@ -1,15 +1,22 @@
-"""XACT events: the seeds' ``EventMessage`` and its row in ``xact_events``."""
+"""XACT: the seeds' ``EventMessage`` and its ``xact_events`` row, and the download task and
+inventory row of each attachment."""
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
+import polars as pl
 import pyarrow as pa
 from confluent_kafka import Message
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline_defs.lib.kafka_to_delta import KafkaDeltaSink
+from pipeline_defs.lib.attachments import InventorySpec
+from pipeline_defs.lib.blob_paths import xact_blob_path
+from pipeline_defs.lib.event_log import EventLogSpec
+from pipeline_defs.lib.kafka import OutRecord
+from pipeline_defs.lib.kafka_to_delta import PARTITION_COLUMN
 from pipeline_defs.lib.schemas.common import NonEmptyStr, UtcDatetime, rejection_from
+from pipeline_defs.lib.schemas.downloads import AttachmentTask, SourceEvent
 
 
 class XactEvent(BaseModel):
@@ -75,9 +82,102 @@ def xact_event_row(message: Message) -> dict[str, Any]:
     }
 
 
-XACT_EVENTS_SINK = KafkaDeltaSink(
+XACT_EVENTS = EventLogSpec(
     table="xact_events",
     columns=XACT_EVENT_COLUMNS,
     to_row=xact_event_row,
     key_columns=("trace_id",),
+)
+
+
+class XactDownloadTask(AttachmentTask):
+    """One attachment URL of one XACT event (the seeds' DownloadTaskMessage)."""
+
+    trace_id: NonEmptyStr
+    attachment_url: NonEmptyStr
+    status_subtype: NonEmptyStr
+    assignment_id: Optional[str] = None
+    estimate_version: Optional[str] = None
+    event_timestamp: UtcDatetime
+
+    @property
+    def url(self) -> str:
+        return self.attachment_url
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return (self.trace_id, self.attachment_url)
+
+    @property
+    def message_key(self) -> bytes:
+        return self.trace_id.encode()
+
+    def blob_path(self, file_name: str) -> str:
+        return xact_blob_path(
+            self.status_subtype, self.trace_id, self.assignment_id, self.estimate_version, file_name
+        )
+
+
+XACT_TASK_COLUMNS = [
+    "trace_id",
+    "attachment_urls",
+    "status_subtype",
+    "assignment_id",
+    "estimate_version",
+    "event_timestamp",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+    PARTITION_COLUMN,
+]
+
+
+def xact_download_tasks(events: pl.DataFrame) -> list[XactDownloadTask]:
+    """One task per attachment URL of each ``xact_events`` row."""
+    with_urls = events.filter(pl.col("attachment_urls").list.len() > 0).explode("attachment_urls")
+    return [
+        XactDownloadTask(
+            trace_id=row["trace_id"],
+            attachment_url=row["attachment_urls"],
+            status_subtype=row["status_subtype"],
+            assignment_id=row["assignment_id"],
+            estimate_version=row["estimate_version"],
+            event_timestamp=row["event_timestamp"],
+            source=SourceEvent(
+                topic=row["kafka_topic"],
+                partition=row["kafka_partition"],
+                offset=row["kafka_offset"],
+                ingestion_date=row[PARTITION_COLUMN],
+            ),
+        )
+        for row in with_urls.iter_rows(named=True)
+    ]
+
+
+def xact_download_task_records(events: pl.DataFrame) -> list[OutRecord]:
+    return [OutRecord(value=t.encode(), key=t.message_key) for t in xact_download_tasks(events)]
+
+
+XACT_ATTACHMENTS = InventorySpec(
+    table="xact_attachments",
+    task_type=XactDownloadTask,
+    key_columns=("trace_id", "attachment_url"),
+    columns=pa.schema(
+        [
+            pa.field("trace_id", pa.string(), nullable=False),
+            pa.field("attachment_url", pa.string(), nullable=False),
+            pa.field("status_subtype", pa.string(), nullable=False),
+            pa.field("assignment_id", pa.string()),
+            pa.field("estimate_version", pa.string()),
+            pa.field("event_timestamp", pa.timestamp("us", tz="UTC")),
+        ]
+    ),
+    domain_row=lambda task: {
+        "trace_id": task.trace_id,
+        "attachment_url": task.attachment_url,
+        "status_subtype": task.status_subtype,
+        "assignment_id": task.assignment_id,
+        "estimate_version": task.estimate_version,
+        "event_timestamp": task.event_timestamp,
+    },
 )

@@ -1,0 +1,36 @@
+"""Where an attachment lives in OneLake, by the seeds' path rules. Pure functions."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pipeline_defs.lib.url_safety import safe_path_segment
+
+XACT_ROOT = "xact"
+
+
+def xact_blob_path(
+    status_subtype: str,
+    trace_id: str,
+    assignment_id: Optional[str],
+    estimate_version: Optional[str],
+    file_name: str,
+) -> str:
+    """``xact/<status subtype>/<trace id>/<file>``, the file named by subtype:
+
+    * documentsReceived: ``<assignment>_<name>``
+    * firstNoticeOfLossReceived: ``<assignment>_FNOL_<name>``
+    * estimatePackageReceived: ``<assignment>_<estimate version or unknown>_<name>``
+    * anything else: ``<assignment>_<name>``
+
+    Every segment is sanitised, so no field can climb out of its folder.
+    """
+    assignment = safe_path_segment(assignment_id)
+    name = safe_path_segment(file_name, fallback="attachment")
+    if status_subtype == "firstNoticeOfLossReceived":
+        file_part = f"{assignment}_FNOL_{name}"
+    elif status_subtype == "estimatePackageReceived":
+        file_part = f"{assignment}_{safe_path_segment(estimate_version)}_{name}"
+    else:
+        file_part = f"{assignment}_{name}"
+    return "/".join([XACT_ROOT, safe_path_segment(status_subtype), safe_path_segment(trace_id), file_part])

@@ -1,0 +1,159 @@
+"""Where attachments are uploaded: OneLake Files (Blob API, Azure identity), any Blob account
+(Azurite in tests), or a local folder, the embedded default. One interface for all three."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from abc import ABC, abstractmethod
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator, Optional
+from urllib.parse import urlsplit
+
+import dagster as dg
+
+from pipeline_defs.lib.settings import StorageSettings
+
+ONELAKE_DFS_HOST = "onelake.dfs.fabric.microsoft.com"
+ONELAKE_BLOB_URL = "https://onelake.blob.fabric.microsoft.com"
+
+
+class StorageUnavailable(Exception):
+    """Uploading failed for a reason no single attachment is to blame for; the run fails and
+    Dagster's retry policy runs it again."""
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    account_url: str
+    container: str
+    prefix: str
+
+
+def blob_location(storage: StorageSettings) -> Optional[BlobLocation]:
+    """Parse ``files_root``; ``None`` means a local folder."""
+    parts = urlsplit(storage.files_root)
+    if parts.scheme == "az":
+        account_url = storage.azure_endpoint or f"https://{storage.azure_account_name}.blob.core.windows.net"
+        return BlobLocation(account_url, parts.netloc, parts.path.strip("/"))
+    if parts.scheme == "abfss":
+        container, _, host = parts.netloc.partition("@")
+        if host == ONELAKE_DFS_HOST:
+            account_url = ONELAKE_BLOB_URL
+        else:
+            account_url = storage.azure_endpoint or f"https://{host.split('.')[0]}.blob.core.windows.net"
+        return BlobLocation(account_url, container, parts.path.strip("/"))
+    return None
+
+
+class FileStore(ABC):
+    @abstractmethod
+    async def upload(self, local_path: Path, blob_path: str, content_type: str) -> None:
+        """Store the file at ``blob_path`` (overwriting: uploads are idempotent)."""
+
+    @abstractmethod
+    async def size_of(self, blob_path: str) -> Optional[int]:
+        """The stored size, or ``None`` if nothing is there."""
+
+    @abstractmethod
+    def uri(self, blob_path: str) -> str: ...
+
+
+class LocalFileStore(FileStore):
+    def __init__(self, root: Path):
+        self.root = root
+
+    def _target(self, blob_path: str) -> Path:
+        target = (self.root / blob_path).resolve()
+        if self.root.resolve() not in target.parents:
+            raise ValueError(f"blob path {blob_path!r} escapes the files root")
+        return target
+
+    async def upload(self, local_path: Path, blob_path: str, content_type: str) -> None:
+        target = self._target(blob_path)
+
+        def copy() -> None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".uploading")
+            shutil.copyfile(local_path, partial)
+            os.replace(partial, target)  # readers never see half a file
+
+        try:
+            await asyncio.to_thread(copy)
+        except OSError as exc:
+            raise StorageUnavailable(f"local files root not writable: {exc}") from exc
+
+    async def size_of(self, blob_path: str) -> Optional[int]:
+        target = self._target(blob_path)
+        return target.stat().st_size if target.exists() else None
+
+    def uri(self, blob_path: str) -> str:
+        return self._target(blob_path).as_uri()
+
+
+class BlobFileStore(FileStore):
+    def __init__(self, location: BlobLocation, container_client: object):
+        self.location = location
+        self._container = container_client
+
+    def _name(self, blob_path: str) -> str:
+        return f"{self.location.prefix}/{blob_path}" if self.location.prefix else blob_path
+
+    async def upload(self, local_path: Path, blob_path: str, content_type: str) -> None:
+        from azure.storage.blob import ContentSettings
+
+        try:
+            with local_path.open("rb") as data:
+                await self._container.upload_blob(  # type: ignore[attr-defined]
+                    self._name(blob_path),
+                    data,
+                    length=local_path.stat().st_size,
+                    overwrite=True,
+                    max_concurrency=4,
+                    content_settings=ContentSettings(content_type=content_type),
+                )
+        except Exception as exc:  # any SDK or transport error: the store, not the file
+            raise StorageUnavailable(f"upload to {self.location.account_url} failed: {type(exc).__name__}") from exc
+
+    async def size_of(self, blob_path: str) -> Optional[int]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            properties = await self._container.get_blob_client(self._name(blob_path)).get_blob_properties()  # type: ignore[attr-defined]
+        except ResourceNotFoundError:
+            return None
+        return properties.size
+
+    def uri(self, blob_path: str) -> str:
+        return f"{self.location.account_url}/{self.location.container}/{self._name(blob_path)}"
+
+
+class FileStoreResource(dg.ConfigurableResource):
+    """The lakehouse ``Files`` area. ``azure_account_key`` is bound with ``dg.EnvVar`` for
+    shared-key accounts (Azurite); otherwise azure-identity's ``DefaultAzureCredential``."""
+
+    storage: StorageSettings
+    azure_account_key: Optional[str] = None
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[FileStore]:
+        location = blob_location(self.storage)
+        if location is None:
+            yield LocalFileStore(Path(self.storage.files_root).expanduser())
+            return
+        from azure.storage.blob.aio import BlobServiceClient
+
+        if self.azure_account_key:
+            credential: object = {"account_name": self.storage.azure_account_name, "account_key": self.azure_account_key}
+            async with BlobServiceClient(location.account_url, credential=credential) as service:
+                yield BlobFileStore(location, service.get_container_client(location.container))
+        else:
+            from azure.identity.aio import DefaultAzureCredential
+
+            async with DefaultAzureCredential() as identity, BlobServiceClient(
+                location.account_url, credential=identity
+            ) as service:
+                yield BlobFileStore(location, service.get_container_client(location.container))

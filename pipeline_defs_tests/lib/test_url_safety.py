@@ -1,0 +1,117 @@
+from datetime import datetime, timezone
+
+import pytest
+
+from pipeline_defs.lib.url_safety import (
+    BlockedUrl,
+    UrlPolicy,
+    check_url,
+    is_public_address,
+    presigned_expiry,
+    redacted,
+    safe_file_name,
+)
+
+POLICY = UrlPolicy(allowed_hosts=("files.example.com", "xactware.com"))
+
+
+def test_allowlisted_https_urls_pass_with_normalised_host():
+    checked = check_url("https://Files.Example.com./a/report.pdf?x=1", POLICY)
+    assert checked.host == "files.example.com" and checked.port == 443
+    assert check_url("https://cdn.xactware.com/a.pdf", POLICY).host == "cdn.xactware.com"
+
+
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("http://files.example.com/a.pdf", "scheme"),
+        ("ftp://files.example.com/a.pdf", "scheme"),
+        ("file:///etc/passwd", "scheme"),
+        ("https://user:pw@files.example.com/a.pdf", "credentials"),
+        ("https://files.example.com@evil.com/a.pdf", "credentials"),
+        ("https://10.0.0.5/a.pdf", "IP address"),
+        ("https://169.254.169.254/latest/meta-data/", "IP address"),
+        ("https://[::1]/a.pdf", "IP address"),
+        ("https://[::ffff:127.0.0.1]/a.pdf", "IP address"),
+        ("https://2130706433/a.pdf", "IP address"),
+        ("https://0x7f.1/a.pdf", "IP address"),
+        ("https://127.1/a.pdf", "IP address"),
+        ("https://evil.com/a.pdf", "allowlist"),
+        ("https://files.example.com.evil.com/a.pdf", "allowlist"),
+        ("https://notfiles.example.com.evil/a.pdf", "allowlist"),
+        ("https://badxactware.com/a.pdf", "allowlist"),
+        ("https://fıles.example.com/a.pdf", "allowlist"),  # dotless i, an IDNA look-alike
+        ("https://files.exаmple.com/a.pdf", "allowlist"),  # Cyrillic a
+        ("https://files%2eexample.com/a.pdf", "percent-encoded"),
+        ("https://files.example.com:8443/a.pdf", "port"),
+        ("https://files.example.com:99999/a.pdf", "unparseable"),
+        ("https://files.example.com/a b.pdf", "whitespace"),
+        ("https://files.example.com\\@evil.com/a.pdf", "backslash"),
+        ("https://files.example.com/" + "a" * 5000, "too long"),
+    ],
+)
+def test_ssrf_and_encoding_tricks_are_blocked(url, reason):
+    with pytest.raises(BlockedUrl, match=reason):
+        check_url(url, POLICY)
+
+
+def test_http_and_other_ports_only_when_the_policy_says_so():
+    loose = UrlPolicy(allowed_hosts=("attachments.test",), allow_http=True, allowed_ports=())
+    assert check_url("http://attachments.test:8765/files/a.pdf", loose).port == 8765
+
+
+@pytest.mark.parametrize(
+    "address, public",
+    [
+        ("93.184.216.34", True),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("127.0.0.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("::1", False),
+        ("fd00:ec2::254", False),
+        ("fe80::1", False),
+        ("::ffff:10.0.0.1", False),
+        ("2606:4700:4700::1111", True),
+    ],
+)
+def test_only_global_unicast_addresses_are_public(address, public):
+    assert is_public_address(address) is public
+
+
+@pytest.mark.parametrize(
+    "path, name",
+    [
+        ("/files/report.pdf", "report.pdf"),
+        ("/files/..%2F..%2Fetc%2Fpasswd.pdf", "passwd.pdf"),
+        ("/files/%252e%252e%252fsecret.pdf", "secret.pdf"),
+        ("/files/../../x.pdf", "x.pdf"),
+        ("/files/..\\..\\win.ini", "win.ini"),
+        ("/files/My Photo (1).JPG", "My_Photo_1_.JPG"),
+        ("/files/", "attachment"),
+        ("/files/....", "attachment"),
+        ("/files/r%C3%A9sum%C3%A9.pdf", "resume.pdf"),
+    ],
+)
+def test_file_names_never_become_paths(path, name):
+    assert safe_file_name(path) == name
+    assert "/" not in safe_file_name(path) and ".." not in safe_file_name(path)
+
+
+def test_presigned_expiry_for_s3_gcs_v2_and_azure_sas():
+    s3 = "https://b.s3.amazonaws.com/k.pdf?X-Amz-Date=20261122T100000Z&X-Amz-Expires=3600&X-Amz-Signature=s"
+    assert presigned_expiry(s3) == datetime(2026, 11, 22, 11, tzinfo=timezone.utc)
+    gcs = "https://storage.googleapis.com/b/k.pdf?X-Goog-Date=20261122T100000Z&X-Goog-Expires=60"
+    assert presigned_expiry(gcs) == datetime(2026, 11, 22, 10, 1, tzinfo=timezone.utc)
+    assert presigned_expiry("https://h/k?Expires=1795300000&Signature=s").year == 2026
+    sas = "https://a.blob.core.windows.net/c/k.pdf?sv=2024&se=2026-11-22T12:00:00Z&sig=abc"
+    assert presigned_expiry(sas) == datetime(2026, 11, 22, 12, tzinfo=timezone.utc)
+    assert presigned_expiry("https://files.example.com/a.pdf") is None
+
+
+def test_redacted_urls_keep_no_query():
+    assert redacted("https://h.example.com/a/b.pdf?X-Amz-Signature=secret") == "https://h.example.com/a/b.pdf"
