@@ -176,6 +176,22 @@ start_postgres() {
     as_postgres "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres dagster
 }
 
+create_containers() {
+  "$PY" - "$AZURITE_PORT" "$AZURITE_ACCOUNT" "$AZURITE_KEY" "$@" <<'EOF'
+import sys
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobServiceClient
+port, account, key, *containers = sys.argv[1:]
+url = f"http://127.0.0.1:{port}/{account}"
+service = BlobServiceClient(url, credential={"account_name": account, "account_key": key})
+for name in containers:
+    try:
+        service.create_container(name)
+    except ResourceExistsError:
+        pass
+EOF
+}
+
 write_env() {
   cat >"$STACK_DIR/env" <<EOF
 export STACK_DIR=$STACK_DIR
@@ -184,6 +200,7 @@ export PIPELINE_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT
 export AZURITE_BLOB_ENDPOINT=http://127.0.0.1:$AZURITE_PORT/$AZURITE_ACCOUNT
 export AZURITE_ACCOUNT_NAME=$AZURITE_ACCOUNT
 export AZURITE_ACCOUNT_KEY='$AZURITE_KEY'
+export PIPELINE_STORAGE__AZURE_ENDPOINT=http://127.0.0.1:$AZURITE_PORT/$AZURITE_ACCOUNT
 export DAGSTER_PG_HOST=127.0.0.1
 export DAGSTER_PG_PORT=$PG_PORT
 EOF
@@ -205,6 +222,9 @@ up() {
   source "$STACK_DIR/env"
   if [[ " ${services[*]} " == *" kafka "* ]]; then
     (cd "$ROOT" && "$PY" -m pipeline_defs.topics create >/dev/null)
+  fi
+  if [[ " ${services[*]} " == *" azurite "* ]]; then
+    create_containers files lake
   fi
   log "up: ${services[*]}; source $STACK_DIR/env to use it"
 }

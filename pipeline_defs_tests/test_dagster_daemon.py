@@ -4,6 +4,7 @@ and the events land in Delta. This is what the README's run command does, minus 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -19,7 +20,7 @@ import pytest
 from pipeline_defs.lib.delta import DeltaLakeResource
 from pipeline_defs.lib.settings import StorageSettings
 from pipeline_defs.sim.events import MALFORMED_MESSAGES
-from pipeline_defs_tests.conftest import ROOT
+from pipeline_defs_tests.conftest import ROOT, TEST_RETRY_DELAYS_S
 from pipeline_defs_tests.kafka_helpers import produce_events, produce_raw, sample_events, table_rows
 
 
@@ -52,6 +53,9 @@ def test_daemon_runs_the_sensor_and_the_runs_fill_xact_events(
         "PIPELINE_KAFKA__BOOTSTRAP_SERVERS": test_stack.bootstrap_servers,
         "PIPELINE_TOPICS__XACT_EVENTS": topics.xact_events,
         "PIPELINE_TOPICS__XACT_EVENTS_DLQ": topics.xact_events_dlq,
+        "PIPELINE_TOPICS__XACT_DOWNLOADS_PENDING": topics.xact_downloads_pending,
+        "PIPELINE_TOPICS__XACT_DOWNLOADS_DLQ": topics.xact_downloads_dlq,
+        "PIPELINE_INGEST__RETRY_DELAYS_S": json.dumps(TEST_RETRY_DELAYS_S),
         "PIPELINE_STORAGE__LAKE_ROOT": str(lake_root),
         "PIPELINE_INGEST__CONSUMER_GROUP_PREFIX": f"daemon-{uuid.uuid4().hex[:6]}",
         "PIPELINE_INGEST__MAX_EVENTS_PER_RUN": "300",

@@ -128,8 +128,10 @@ class AttachmentDownloader:
         try:
             checked = check_url(url, self.policy)
             file_name = safe_file_name(checked.path)
-            extension = file_extension(file_name)
-            check_extension(extension, self._allowed_extensions)
+            if file_extension(file_name):
+                check_extension(file_extension(file_name), self._allowed_extensions)
+            else:
+                file_name = ""  # named by the final response (Content-Disposition or URL)
         except BlockedUrl as exc:
             return DownloadFailure(FailureCategory.PERMANENT, "blocked_url", str(exc))
         except WrongFileType as exc:
@@ -144,14 +146,14 @@ class AttachmentDownloader:
                 FailureCategory.CIRCUIT_OPEN, "circuit_open", f"circuit for {checked.host} is open"
             )
         async with self._slots:
-            result = await self._fetch(url, file_name, extension)
+            result = await self._fetch(url, file_name)
         if isinstance(result, DownloadFailure) and result.category is FailureCategory.TRANSIENT:
             self.breakers.record_failure(checked.host)
         else:
             self.breakers.record_success(checked.host)
         return result
 
-    async def _fetch(self, url: str, file_name: str, extension: str) -> DownloadResult:
+    async def _fetch(self, url: str, file_name: str) -> DownloadResult:
         assert self._session is not None, "use AttachmentDownloader as an async context manager"
         try:
             for _ in range(self.settings.max_redirects + 1):
@@ -165,6 +167,9 @@ class AttachmentDownloader:
                         continue
                     if response.status != 200:
                         return await _http_failure(response)
+                    file_name = file_name or _response_file_name(response)
+                    extension = file_extension(file_name)
+                    check_extension(extension, self._allowed_extensions)
                     return await self._stream(response, file_name, extension)
             return DownloadFailure(FailureCategory.PERMANENT, "too_many_redirects", "redirect limit reached")
         except BlockedUrl as exc:
@@ -223,6 +228,15 @@ class AttachmentDownloader:
             content_type=content_type.split(";", 1)[0].strip() or "application/octet-stream",
             downloaded_at=datetime.now(timezone.utc),
         )
+
+
+def _response_file_name(response: aiohttp.ClientResponse) -> str:
+    """For URLs without a file name (``/download?id=1``): Content-Disposition, else the
+    final URL after redirects."""
+    disposition = response.content_disposition
+    if disposition is not None and disposition.filename:
+        return safe_file_name(disposition.filename)
+    return safe_file_name(response.url.path)
 
 
 async def _http_failure(response: aiohttp.ClientResponse) -> DownloadFailure:

@@ -144,16 +144,19 @@ class FileStoreResource(dg.ConfigurableResource):
         if location is None:
             yield LocalFileStore(Path(self.storage.files_root).expanduser())
             return
-        from azure.storage.blob.aio import BlobServiceClient
+        from azure.storage.blob.aio import BlobServiceClient, ExponentialRetry
 
+        # A short SDK retry rides out a blip; a longer outage fails the step quickly and
+        # Dagster's RetryPolicy takes over, instead of a run hanging inside the SDK.
+        retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=2)
         if self.azure_account_key:
             credential: object = {"account_name": self.storage.azure_account_name, "account_key": self.azure_account_key}
-            async with BlobServiceClient(location.account_url, credential=credential) as service:
+            async with BlobServiceClient(location.account_url, credential=credential, retry_policy=retry) as service:
                 yield BlobFileStore(location, service.get_container_client(location.container))
         else:
             from azure.identity.aio import DefaultAzureCredential
 
             async with DefaultAzureCredential() as identity, BlobServiceClient(
-                location.account_url, credential=identity
+                location.account_url, credential=identity, retry_policy=retry
             ) as service:
                 yield BlobFileStore(location, service.get_container_client(location.container))

@@ -2,7 +2,8 @@
 
 Produces realistic events to the XACT events topic at ``--rate`` per second, resends some
 (``--duplicate-ratio``), sends some broken ones (``--malformed-ratio``), and serves the
-attachment URLs it emits from an HTTP host on 127.0.0.1.
+attachment URLs it emits from an HTTP host on 127.0.0.1, a few of them failing the way real
+hosts fail (404, a 503 once, an HTML page instead of a PDF).
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import time
 from pipeline_defs.lib.resources import kafka_resource
 from pipeline_defs.lib.settings import PipelineSettings
 from pipeline_defs.sim.attachment_host import AttachmentHost
-from pipeline_defs.sim.events import MALFORMED_MESSAGES, encode, xact_event
+from pipeline_defs.sim.events import MALFORMED_MESSAGES, encode, with_failing_attachments, xact_event
 
 log = logging.getLogger("pipeline_defs.sim")
 
 
 async def produce_forever(args: argparse.Namespace) -> None:
     settings = PipelineSettings()
-    host = AttachmentHost(port=args.http_port, file_size=args.file_size)
+    host = AttachmentHost(port=args.http_port, file_size=args.file_size, host_name=args.host_name)
     await host.start()
     producer = kafka_resource(settings.source_kafka).producer()
     topic = settings.topics.xact_events
@@ -45,7 +46,7 @@ async def produce_forever(args: argparse.Namespace) -> None:
                     producer.produce(topic, value=encode(event), key=event["trace_id"].encode())
                     duplicates += 1
                 else:
-                    event = xact_event(rng, host.base_url)
+                    event = with_failing_attachments(xact_event(rng, host.base_url), rng)
                     recent = (recent + [event])[-1_000:]
                     producer.produce(topic, value=encode(event), key=event["trace_id"].encode())
                 sent += 1
@@ -66,6 +67,11 @@ def main() -> None:
     parser.add_argument("--duplicate-ratio", type=float, default=0.05)
     parser.add_argument("--malformed-ratio", type=float, default=0.02)
     parser.add_argument("--http-port", type=int, default=8765)
+    parser.add_argument(
+        "--host-name",
+        default="attachments.sim.test",
+        help="host name in attachment URLs; the local config resolves it to 127.0.0.1",
+    )
     parser.add_argument("--file-size", type=int, default=64 * 1024, help="bytes per attachment")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()

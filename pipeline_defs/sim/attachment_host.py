@@ -1,60 +1,138 @@
-"""An attachment host on 127.0.0.1: serves plausible files for the URLs the simulator emits."""
+"""An attachment host on 127.0.0.1 that behaves like the real ones, failures included.
+
+    /files/<any>.<ext>              200, plausible bytes for the extension
+    /big/<bytes>/<any>.<ext>        200, streamed without holding the body in memory
+    /status/<code>/<any>            that status (404, 410, 500, 503, ...)
+    /flaky/<n>/<any>.<ext>          503 for the first n requests of that path, then 200
+    /slow/<seconds>/<any>.<ext>     headers now, body after <seconds> (read timeouts)
+    /as/<content-type>/<any>.<ext>  200 with that content type (use %2F for the slash)
+    /throttle/<seconds>/<any>       429 with Retry-After: <seconds>
+    /expired/<any>                  403 "Request has expired", like S3
+    /redirect?to=<url>              302 to <url>
+
+``fail(path, status)`` makes a path answer ``status`` until ``heal(path)``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import threading
+from collections import Counter
 from typing import Optional
+from urllib.parse import unquote
 
 from aiohttp import web
 
 MAGIC = {
     "pdf": (b"%PDF-1.7\n", "application/pdf"),
     "jpg": (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "image/jpeg"),
+    "jpeg": (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "image/jpeg"),
     "png": (b"\x89PNG\r\n\x1a\n", "image/png"),
     "xml": (b'<?xml version="1.0"?>\n<estimate/>\n', "application/xml"),
+    "mp4": (b"\x00\x00\x00\x18ftypmp42", "video/mp4"),
 }
+CHUNK = 1024 * 1024
 
 
 def file_body(path: str, size: int) -> tuple[bytes, str]:
     """Deterministic content for a path: the right magic bytes, then filler to ``size``."""
-    extension = path.rsplit(".", 1)[-1].lower()
-    magic, content_type = MAGIC.get(extension, (b"", "application/octet-stream"))
+    magic, content_type = _kind(path)
     seed = hashlib.sha256(path.encode()).digest()
     filler = (seed * (size // len(seed) + 1))[: max(size - len(magic), 0)]
     return magic + filler, content_type
 
 
-class AttachmentHost:
-    """``GET /files/<anything>.<ext>`` returns ``file_size`` bytes of that type."""
+def _kind(path: str) -> tuple[bytes, str]:
+    extension = path.rsplit(".", 1)[-1].lower()
+    return MAGIC.get(extension, (b"", "application/octet-stream"))
 
-    def __init__(self, port: int = 0, file_size: int = 64 * 1024):
+
+class AttachmentHost:
+    def __init__(self, port: int = 0, file_size: int = 64 * 1024, host_name: str = "127.0.0.1"):
         self.port = port
         self.file_size = file_size
+        self.host_name = host_name
+        self.requests: Counter[str] = Counter()
+        self._failing: dict[str, int] = {}
         self._runner: Optional[web.AppRunner] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._thread: Optional[threading.Thread] = None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host_name}:{self.port}"
 
-    async def _serve_file(self, request: web.Request) -> web.Response:
-        body, content_type = file_body(request.match_info["path"], self.file_size)
-        return web.Response(body=body, content_type=content_type)
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def fail(self, path: str, status: int) -> None:
+        self._failing["/" + path.lstrip("/")] = status
+
+    def heal(self, path: str) -> None:
+        self._failing.pop("/" + path.lstrip("/"), None)
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_get("/files/{path:.+}", self._serve_file)
+        app.router.add_get("/redirect", self._redirect)
+        app.router.add_get("/{kind}/{tail:.+}", self._serve)
         return app
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        self.requests[path] += 1
+        if path in self._failing:
+            return web.Response(status=self._failing[path], text="scripted failure")
+        kind, tail = request.match_info["kind"], request.match_info["tail"]
+        head, _, rest = tail.partition("/")
+        if kind == "files":
+            body, content_type = file_body(path, self.file_size)
+            return web.Response(body=body, content_type=content_type)
+        if kind == "status":
+            return web.Response(status=int(head), text=f"status {head}")
+        if kind == "flaky" and self.requests[path] <= int(head):
+            return web.Response(status=503, text="try again")
+        if kind == "flaky":
+            body, content_type = file_body(path, self.file_size)
+            return web.Response(body=body, content_type=content_type)
+        if kind == "throttle":
+            return web.Response(status=429, headers={"Retry-After": head}, text="slow down")
+        if kind == "expired":
+            return web.Response(status=403, text="<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>")
+        if kind == "as":
+            body, _ = file_body(path, self.file_size)
+            return web.Response(body=body, headers={"Content-Type": unquote(head)})
+        if kind == "slow":
+            return await self._stream(request, path, self.file_size, delay_s=float(head))
+        if kind == "big":
+            return await self._stream(request, path, int(head))
+        return web.Response(status=404)
+
+    async def _stream(self, request: web.Request, path: str, size: int, delay_s: float = 0.0) -> web.StreamResponse:
+        magic, content_type = _kind(path)
+        response = web.StreamResponse(headers={"Content-Type": content_type, "Content-Length": str(size)})
+        await response.prepare(request)
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        filler = hashlib.sha256(path.encode()).digest() * (CHUNK // 32)
+        await response.write(magic)
+        sent = len(magic)
+        while sent < size:
+            piece = filler[: min(CHUNK, size - sent)]
+            await response.write(piece)
+            sent += len(piece)
+        await response.write_eof()
+        return response
+
+    async def _redirect(self, request: web.Request) -> web.Response:
+        self.requests[request.path] += 1
+        raise web.HTTPFound(request.query["to"])
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # the port chosen when port=0
+        self.port = self._runner.addresses[0][1]  # the port chosen when port=0
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -70,9 +148,9 @@ class AttachmentHost:
             started.set()
             self._loop.run_forever()
 
-        self._thread = threading.Thread(target=serve, name="attachment-host", daemon=True)
-        self._thread.start()
-        started.wait(10)
+        threading.Thread(target=serve, name="attachment-host", daemon=True).start()
+        if not started.wait(10):
+            raise RuntimeError("attachment host did not start")
         return self
 
     def stop_thread(self) -> None:

@@ -60,5 +60,26 @@ MALFORMED_MESSAGES = [
 ]
 
 
+# Attachment failures a real host produces, by share of attachment URLs.
+FAILING_ATTACHMENTS = [
+    ("/status/404/", 0.03),  # gone: dead-lettered
+    ("/flaky/1/", 0.02),  # 503 once: lands after one retry
+    ("/as/text%2Fhtml/", 0.01),  # a login page instead of the file: dead-lettered
+]
+
+
+def with_failing_attachments(event: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    urls = []
+    for url in event["attachments"]:
+        roll = rng.random()
+        for marker, share in FAILING_ATTACHMENTS:
+            if roll < share:
+                url = url.replace("/files/", marker, 1)
+                break
+            roll -= share
+        urls.append(url)
+    return {**event, "attachments": urls}
+
+
 def encode(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":")).encode()

@@ -1,0 +1,92 @@
+"""The downloader against a real HTTP server on 127.0.0.1 (reached as attachments.test)."""
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from pipeline_defs.lib.downloader import DownloadedFile, DownloadFailure, FailureCategory
+from pipeline_defs.sim.attachment_host import AttachmentHost, file_body
+
+
+@pytest.fixture(scope="module")
+def host():
+    server = AttachmentHost(host_name="attachments.test", file_size=64 * 1024).start_in_thread()
+    yield server
+    server.stop_thread()
+
+
+def fetch(attachment_http, tmp_path: Path, *urls: str):
+    async def run():
+        async with attachment_http.downloader(tmp_path) as downloader:
+            return [await downloader.download(url) for url in urls], downloader
+
+    return asyncio.run(run())
+
+
+def test_a_file_is_streamed_to_disk_with_size_type_and_checksum(attachment_http, tmp_path, host):
+    (result,), _ = fetch(attachment_http, tmp_path, host.url("files/T1/report.pdf"))
+    assert isinstance(result, DownloadedFile)
+    expected, _ = file_body("/files/T1/report.pdf", 64 * 1024)
+    assert result.path.read_bytes() == expected
+    assert result.size == len(expected) and result.sha256 == hashlib.sha256(expected).hexdigest()
+    assert result.content_type == "application/pdf" and result.file_name == "report.pdf"
+
+
+@pytest.mark.parametrize(
+    "path, category, code",
+    [
+        ("status/404/a.pdf", FailureCategory.PERMANENT, "http_404"),
+        ("status/410/a.pdf", FailureCategory.PERMANENT, "http_410"),
+        ("status/401/a.pdf", FailureCategory.AUTH, "http_401"),
+        ("status/503/a.pdf", FailureCategory.TRANSIENT, "http_503"),
+        ("status/500/a.pdf", FailureCategory.TRANSIENT, "http_500"),
+        ("expired/a.pdf", FailureCategory.PERMANENT, "expired_link"),
+        ("as/text%2Fhtml/a.pdf", FailureCategory.PERMANENT, "wrong_file_type"),
+        ("files/a.exe", FailureCategory.PERMANENT, "wrong_file_type"),
+        ("slow/5/a.pdf", FailureCategory.TRANSIENT, "timeout"),
+    ],
+)
+def test_failures_are_classified(attachment_http, tmp_path, host, path, category, code):
+    (result,), _ = fetch(attachment_http, tmp_path, host.url(path))
+    assert isinstance(result, DownloadFailure)
+    assert (result.category, result.code) == (category, code)
+    assert list(tmp_path.iterdir()) == []  # no partial file left behind
+
+
+def test_retry_after_is_read_from_429(attachment_http, tmp_path, host):
+    (result,), _ = fetch(attachment_http, tmp_path, host.url("throttle/120/a.pdf"))
+    assert result.category is FailureCategory.TRANSIENT and result.retry_after_s == 120
+
+
+@pytest.mark.parametrize(
+    "url, code",
+    [
+        ("http://10.0.0.5/a.pdf", "blocked_url"),
+        ("http://169.254.169.254/latest/meta-data/iam.pdf", "blocked_url"),
+        ("http://internal.test/a.pdf", "blocked_address"),  # resolves to 10.1.2.3
+        ("https://files.example.com/a.pdf?X-Amz-Date=20200101T000000Z&X-Amz-Expires=60", "expired_link"),
+    ],
+)
+def test_ssrf_and_expired_links_are_refused_before_fetching(attachment_http, tmp_path, url, code):
+    (result,), _ = fetch(attachment_http, tmp_path, url)
+    assert (result.category, result.code) == (FailureCategory.PERMANENT, code)
+
+
+def test_redirects_are_checked_at_every_hop(attachment_http, tmp_path, host):
+    to_allowed = host.url(f"redirect?to={host.url('files/T/ok.pdf')}")
+    to_localhost = host.url(f"redirect?to=http://localhost:{host.port}/files/T/secret.pdf")
+    to_loopback_ip = host.url(f"redirect?to=http://127.0.0.1:{host.port}/files/T/secret.pdf")
+    (followed, localhost, loopback), _ = fetch(attachment_http, tmp_path, to_allowed, to_localhost, to_loopback_ip)
+    assert isinstance(followed, DownloadedFile)
+    assert (localhost.code, loopback.code) == ("blocked_redirect", "blocked_redirect")
+    assert host.requests["/files/T/secret.pdf"] == 0
+
+
+def test_a_failing_host_opens_its_circuit(attachment_http, tmp_path, host):
+    urls = [host.url(f"status/503/c{i}.pdf") for i in range(7)]
+    results, downloader = fetch(attachment_http, tmp_path, *urls)
+    codes = [r.code for r in results]
+    assert codes[:5] == ["http_503"] * 5 and codes[5:] == ["circuit_open"] * 2
+    assert [(t.from_state.value, t.to_state.value) for t in downloader.breakers.transitions] == [("closed", "open")]
