@@ -109,7 +109,7 @@ ATTACHMENT_COUNTERS = (
     "circuit_open",
     "retries_scheduled",
     "downloads_dead_lettered",
-    "download_seconds_x1000",
+    "download_seconds",
 )
 
 
@@ -174,7 +174,7 @@ class AttachmentInventorySink:
         started = time.monotonic()
         stored, failed = asyncio.run(self._fetch_and_store(todo))
         counts = context.report.counts
-        counts["download_seconds_x1000"] += int((time.monotonic() - started) * 1000)
+        counts["download_seconds"] += round(time.monotonic() - started, 3)
         self._route(failed, context)
         now = datetime.now(timezone.utc)
         rows = []
