@@ -2,12 +2,13 @@
 
 import dagster as dg
 
-from pipeline_defs.defs import xact
+from pipeline_defs.defs import dlq, xact
 from pipeline_defs.lib.resources import build_resources
 from pipeline_defs.lib.settings import PipelineSettings
 
 defs = dg.Definitions.merge(
     xact.defs,
+    dlq.defs,
     dg.Definitions(
         resources=build_resources(PipelineSettings()),
         # Every run is one short step; running it in the run's own process saves a

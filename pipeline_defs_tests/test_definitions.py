@@ -49,3 +49,15 @@ def test_loading_the_code_location_touches_no_network():
     }
     completed = subprocess.run([sys.executable, "-c", code], env=env, timeout=60, capture_output=True)
     assert completed.returncode == 0, completed.stderr.decode()
+
+
+def test_dlq_views_checks_operations_and_schedule_are_in_the_ui():
+    keys = defs.resolve_asset_graph().get_all_asset_keys()
+    assert {dg.AssetKey("dlq_xact_events"), dg.AssetKey("dlq_xact_downloads"), dg.AssetKey("dlq_audit")} <= keys
+    view_job = defs.resolve_job_def("dlq_xact_downloads_job")
+    assert {k.name for k in view_job.asset_layer.asset_graph.asset_check_keys} >= {"growth_rate", "oldest_entry_age"}
+    for job_name, field in (("dlq_replay_job", "dry_run"), ("dlq_resolve_job", "reason"), ("dlq_purge_job", "confirm")):
+        (op,) = defs.resolve_job_def(job_name).all_node_defs
+        assert {field, "dlq", "ids", "error_category", "max_count"} <= set(op.config_schema.config_type.fields)
+    schedule = defs.resolve_schedule_def("dlq_health_checks_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING

@@ -44,6 +44,7 @@ def build_offset_range_sensor(
     topics_of: Callable[[PipelineConfigResource], Sequence[SensorTopic]],
     description: str,
     source_resource_key: str = "source_kafka",
+    partitioned: bool = True,
 ) -> dg.SensorDefinition:
     """A sensor that plans the unplanned (and, for retry topics, due) offsets of its topics
     into partitioned runs, one topic per run.
@@ -68,7 +69,7 @@ def build_offset_range_sensor(
         group_id = pipeline.consumer_group(asset_name)
         deadline = time.monotonic() + pipeline.ingest.tick_budget_s
         cursor = decode_cursor(context.cursor)
-        partition_key = datetime.now(timezone.utc).date().isoformat()
+        partition_key = datetime.now(timezone.utc).date().isoformat() if partitioned else None
         requests: list[dg.RunRequest] = []
         try:
             for topic in topics_of(pipeline):
@@ -110,7 +111,7 @@ def _due_states(kafka: KafkaResource, topic: SensorTopic, deadline: float) -> di
     return {p: PartitionState(s.low, min(s.high, due[p])) for p, s in states.items()}
 
 
-def _run_request(topic: str, ranges: Sequence[OffsetRange], partition_key: str) -> dg.RunRequest:
+def _run_request(topic: str, ranges: Sequence[OffsetRange], partition_key: Optional[str]) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=run_key(topic, ranges),
         partition_key=partition_key,

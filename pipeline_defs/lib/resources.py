@@ -30,5 +30,5 @@ def build_resources(settings: PipelineSettings) -> dict[str, Any]:
         "lake": DeltaLakeResource(storage=settings.storage, azure_account_key=account_key),
         "files": FileStoreResource(storage=settings.storage, azure_account_key=account_key),
         "attachment_http": AttachmentHttpResource(settings=settings.downloads),
-        "pipeline": PipelineConfigResource(topics=settings.topics, ingest=settings.ingest),
+        "pipeline": PipelineConfigResource(topics=settings.topics, ingest=settings.ingest, dlq=settings.dlq),
     }

@@ -93,6 +93,16 @@ class IngestSettings(dg.Config):
     failed_attachment_ratio_warn: float = 0.2
 
 
+class DlqSettings(dg.Config):
+    """When a DLQ view's health checks warn or fail."""
+
+    growth_window_min: int = 60
+    growth_warn_per_min: float = 1.0
+    growth_error_per_min: float = 10.0
+    oldest_warn_hours: float = 24.0
+    oldest_error_hours: float = 72.0
+
+
 class PipelineSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PIPELINE_", env_nested_delimiter="__", extra="ignore"
@@ -104,6 +114,7 @@ class PipelineSettings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     ingest: IngestSettings = IngestSettings()
     downloads: DownloadSettings = DownloadSettings()
+    dlq: DlqSettings = DlqSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -124,6 +135,7 @@ class PipelineConfigResource(dg.ConfigurableResource):
 
     topics: TopicNames
     ingest: IngestSettings
+    dlq: DlqSettings = DlqSettings()
 
     def consumer_group(self, asset_name: str) -> str:
         return f"{self.ingest.consumer_group_prefix}.{asset_name}"

@@ -1,0 +1,135 @@
+"""Replay, resolve and purge as Launchpad jobs with typed config; every run is audited."""
+
+from datetime import datetime
+from enum import Enum
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field
+
+from pipeline_defs.defs.dlq.views import DLQ_VIEWS
+from pipeline_defs.lib.delta import DeltaLakeResource
+from pipeline_defs.lib.dlq_views import (
+    WAITING,
+    AUDIT_TABLE,
+    DlqFilter,
+    Operation,
+    OperationResult,
+    RefusedOperation,
+    purge,
+    replay,
+    resolve,
+)
+from pipeline_defs.lib.kafka import KafkaResource
+from pipeline_defs.lib.settings import PipelineConfigResource
+
+DlqName = Enum("DlqName", {name: name for name in DLQ_VIEWS})
+
+
+class DlqSelection(dg.Config):
+    dlq: DlqName = Field(description="Which DLQ view")
+    ids: list[str] = Field(default=[], description="Entry ids or item ids (trace_id, event_id, media_id); empty: any")
+    error_category: Optional[str] = Field(default=None, description="transient, permanent, auth, circuit_open, malformed, invalid")
+    seen_after: Optional[str] = Field(default=None, description="ISO time: last seen at or after")
+    seen_before: Optional[str] = Field(default=None, description="ISO time: last seen before")
+    statuses: list[str] = Field(default=[WAITING], description="Entry statuses to act on")
+    max_count: int = Field(default=100, description="At most this many entries, oldest first")
+    reason: str = Field(default="", description="Why; recorded in the view and the audit")
+    operator: str = Field(default="", description="Who is doing this (recorded in the audit)")
+
+    def filters(self) -> DlqFilter:
+        return DlqFilter(
+            ids=tuple(self.ids),
+            error_category=self.error_category,
+            seen_after=datetime.fromisoformat(self.seen_after) if self.seen_after else None,
+            seen_before=datetime.fromisoformat(self.seen_before) if self.seen_before else None,
+            statuses=tuple(self.statuses),
+            max_count=self.max_count,
+        )
+
+
+class ReplayConfig(DlqSelection):
+    dry_run: bool = Field(default=True, description="List what would be replayed; change nothing")
+
+
+class ResolveConfig(DlqSelection):
+    dry_run: bool = Field(default=False, description="List what would be resolved; change nothing")
+
+
+class PurgeConfig(DlqSelection):
+    confirm: bool = Field(default=False, description="Must be true: purge removes entries from the view")
+    dry_run: bool = Field(default=False, description="List what would be purged; change nothing")
+
+
+def _operation(context: dg.OpExecutionContext, name: str, config: DlqSelection, dry_run: bool) -> Operation:
+    tags = context.run.tags
+    launched_by = config.operator or tags.get("dagster/user") or tags.get("user") or "dagster-ui"
+    return Operation(
+        name=name,
+        dlq=config.dlq.value,
+        filters=config.filters(),
+        reason=config.reason,
+        run_id=context.run.run_id,
+        launched_by=launched_by,
+        dry_run=dry_run,
+    )
+
+
+def _report(context: dg.OpExecutionContext, result: OperationResult) -> None:
+    op = result.operation
+    context.log.info(f"{op.name} on {op.dlq}: {len(result.entry_ids)} entries, {result.outcome}")
+    metadata = {
+        "operation": op.name,
+        "outcome": result.outcome,
+        "entries": len(result.entry_ids),
+        "entry_ids": dg.MetadataValue.json(result.entry_ids[:50]),
+        "replayed_to": dg.MetadataValue.json(result.replayed_to),
+    }
+    context.log_event(dg.AssetMaterialization(asset_key=AUDIT_TABLE, metadata=metadata))
+    if result.outcome == "applied" and result.entry_ids:
+        context.log_event(dg.AssetMaterialization(asset_key=DLQ_VIEWS[op.dlq].table, metadata=metadata))
+
+
+@dg.op(description="Replay matching DLQ entries to their pending path, retry count reset; dry run by default.")
+def replay_dlq_entries(
+    context: dg.OpExecutionContext,
+    config: ReplayConfig,
+    kafka: KafkaResource,
+    lake: DeltaLakeResource,
+    pipeline: PipelineConfigResource,
+) -> None:
+    operation = _operation(context, "replay", config, config.dry_run)
+    _report(context, replay(lake, kafka, pipeline, DLQ_VIEWS[operation.dlq], operation))
+
+
+@dg.op(description="Mark matching DLQ entries handled, with a reason, without replaying them.")
+def resolve_dlq_entries(context: dg.OpExecutionContext, config: ResolveConfig, lake: DeltaLakeResource) -> None:
+    operation = _operation(context, "resolve", config, config.dry_run)
+    try:
+        _report(context, resolve(lake, DLQ_VIEWS[operation.dlq], operation))
+    except RefusedOperation as refused:
+        raise dg.Failure(description=str(refused)) from None
+
+
+@dg.op(description="Remove matching entries from a DLQ view; refused unless confirm is true.")
+def purge_dlq_entries(context: dg.OpExecutionContext, config: PurgeConfig, lake: DeltaLakeResource) -> None:
+    operation = _operation(context, "purge", config, config.dry_run)
+    try:
+        _report(context, purge(lake, DLQ_VIEWS[operation.dlq], operation, confirmed=config.confirm))
+    except RefusedOperation as refused:
+        raise dg.Failure(description=str(refused)) from None
+
+
+@dg.job(description="Replay DLQ entries (Launchpad: pick the DLQ and filters; dry_run defaults to true).")
+def dlq_replay_job() -> None:
+    replay_dlq_entries()
+
+
+@dg.job(description="Resolve DLQ entries with a reason.")
+def dlq_resolve_job() -> None:
+    resolve_dlq_entries()
+
+
+@dg.job(description="Purge DLQ entries from their view (needs confirm: true).")
+def dlq_purge_job() -> None:
+    purge_dlq_entries()

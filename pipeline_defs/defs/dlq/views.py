@@ -1,0 +1,17 @@
+"""Every dead-letter topic of the platform, by the name operators use."""
+
+from pipeline_defs.lib.dlq_views import DlqViewSpec, record_dlq, task_dlq
+from pipeline_defs.lib.schemas.xact import XactDownloadTask
+
+DLQ_VIEWS: dict[str, DlqViewSpec] = {
+    spec.name: spec
+    for spec in [
+        record_dlq("xact_events", lambda p: p.topics.xact_events_dlq),
+        task_dlq(
+            "xact_downloads",
+            lambda p: p.topics.xact_downloads_dlq,
+            lambda p: p.topics.xact_downloads_pending,
+            XactDownloadTask,
+        ),
+    ]
+}

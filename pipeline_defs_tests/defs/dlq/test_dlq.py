@@ -1,0 +1,249 @@
+"""DLQ views and operations: real Kafka, real Delta, the attachment host on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from pipeline_defs import dlq as dlq_cli
+from pipeline_defs.defs import dlq, xact
+from pipeline_defs.defs.dlq.assets import dlq_view_assets
+from pipeline_defs.defs.dlq.checks import dlq_checks, graded
+from pipeline_defs.defs.dlq.operations import dlq_purge_job, dlq_replay_job, dlq_resolve_job
+from pipeline_defs.defs.dlq.sensors import dlq_view_sensors
+from pipeline_defs.defs.xact.assets import xact_attachments, xact_events
+from pipeline_defs.defs.xact.sensors import xact_attachments_sensor, xact_events_sensor
+from pipeline_defs.lib.settings import DlqSettings, PipelineConfigResource
+from pipeline_defs.sim.attachment_host import AttachmentHost
+from pipeline_defs.sim.events import MALFORMED_MESSAGES, xact_event
+from pipeline_defs_tests.kafka_helpers import execute, produce_events, produce_raw, table_rows, tick
+
+EVENTS_VIEW, DOWNLOADS_VIEW = dlq_view_assets
+EVENTS_SENSOR, DOWNLOADS_SENSOR = dlq_view_sensors
+
+
+@pytest.fixture(scope="module")
+def host():
+    server = AttachmentHost(host_name="attachments.test").start_in_thread()
+    yield server
+    server.stop_thread()
+
+
+def event_with(*urls: str) -> dict:
+    event = xact_event(random.Random(), "http://unused")
+    return {**event, "trace_id": f"T-{uuid.uuid4().hex[:10]}", "attachments": list(urls)}
+
+
+def run_pipeline(resources, instance) -> None:
+    """Events -> attachments -> both DLQ views, one tick each."""
+    for sensor, asset in (
+        (xact_events_sensor, xact_events),
+        (xact_attachments_sensor, xact_attachments),
+    ):
+        for request in tick(sensor, xact.defs, instance, resources).run_requests:
+            execute(asset, request, resources, instance)
+    refresh_views(resources, instance)
+
+
+def refresh_views(resources, instance) -> None:
+    for sensor, asset in ((EVENTS_SENSOR, EVENTS_VIEW), (DOWNLOADS_SENSOR, DOWNLOADS_VIEW)):
+        for request in tick(sensor, dlq.defs, instance, resources).run_requests:
+            dg.materialize([asset], tags=request.tags, resources=resources, instance=instance)
+
+
+def view(lake, name: str) -> pl.DataFrame:
+    return table_rows(lake, f"dlq_{name}")
+
+
+def audit(lake) -> pl.DataFrame:
+    return table_rows(lake, "dlq_audit")
+
+
+def operate(job, op_name, resources, instance, **config):
+    return job.execute_in_process(
+        run_config={"ops": {op_name: {"config": config}}},
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def replay(resources, instance, **config):
+    return operate(dlq_replay_job, "replay_dlq_entries", resources, instance, **config)
+
+
+def test_a_permanent_failure_shows_in_the_view_and_replay_lands_it_once_fixed(
+    resources, topics, kafka, lake, instance, host
+):
+    path = f"files/fixable/{uuid.uuid4().hex}.pdf"
+    host.fail(path, 404)
+    event = event_with(host.url(path))
+    produce_events(kafka, topics.xact_events, [event])
+    run_pipeline(resources, instance)
+
+    (entry,) = view(lake, "xact_downloads").to_dicts()
+    assert entry["item_id"] == event["trace_id"] and entry["entry_id"] == f"{event['trace_id']}|{host.url(path)}"
+    assert entry["error_category"] == "permanent" and "http_404" in entry["reason"]
+    assert entry["status"] == "waiting" and entry["retry_count"] == 0
+    assert entry["source_topic"] == topics.xact_downloads_pending
+    assert table_rows(lake, "xact_attachments").height == 0
+
+    host.heal(path)
+    result = replay(resources, instance, dlq="xact_downloads", ids=[event["trace_id"]], dry_run=False, reason="host fixed")
+    assert result.success
+    for request in tick(xact_attachments_sensor, xact.defs, instance, resources).run_requests:
+        execute(xact_attachments, request, resources, instance)
+
+    assert table_rows(lake, "xact_attachments")["trace_id"].to_list() == [event["trace_id"]]
+    (entry,) = view(lake, "xact_downloads").to_dicts()
+    assert entry["status"] == "replayed" and entry["status_reason"] == "host fixed"
+    (row,) = audit(lake).to_dicts()
+    assert (row["operation"], row["outcome"], row["entry_ids"]) == ("replay", "applied", [entry["entry_id"]])
+    assert row["run_id"] == result.run_id and row["launched_by"] == "dagster-ui"
+
+
+def test_dry_run_changes_nothing_and_filters_touch_only_matching_entries(
+    resources, topics, kafka, lake, instance, host, consume_all
+):
+    gone, blocked = host.url("status/404/a.pdf"), "http://10.0.0.7/files/b.pdf"
+    produce_events(kafka, topics.xact_events, [event_with(gone, blocked)])
+    run_pipeline(resources, instance)
+    before = view(lake, "xact_downloads").sort("entry_id")
+    assert before.height == 2
+
+    dry = replay(resources, instance, dlq="xact_downloads", reason="check")
+    assert dry.success
+    assert view(lake, "xact_downloads").sort("entry_id").equals(before)
+    assert len(consume_all(topics.xact_downloads_pending)) == 2  # only the original tasks
+
+    replay(resources, instance, dlq="xact_downloads", ids=[f"{before['item_id'][0]}|{gone}"], dry_run=False, reason="one")
+
+    statuses = dict(view(lake, "xact_downloads").select("entry_id", "status").iter_rows())
+    assert sorted(statuses.values()) == ["replayed", "waiting"]
+    assert [json.loads(m.value())["attachment_url"] for m in consume_all(topics.xact_downloads_pending)][2:] == [gone]
+    outcomes = audit(lake).sort("at")["outcome"].to_list()
+    assert outcomes == ["dry_run", "applied"]
+
+
+def test_purge_is_refused_without_confirmation_and_stays_purged(resources, topics, kafka, lake, instance, host):
+    produce_events(kafka, topics.xact_events, [event_with(host.url("status/410/x.pdf"))])
+    run_pipeline(resources, instance)
+
+    refused = operate(dlq_purge_job, "purge_dlq_entries", resources, instance, dlq="xact_downloads", reason="noise")
+    assert not refused.success
+    (failure,) = [e for e in refused.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "set confirm to true" in failure.event_specific_data.user_failure_data.description
+    assert view(lake, "xact_downloads")["status"].to_list() == ["waiting"]
+
+    purged = operate(dlq_purge_job, "purge_dlq_entries", resources, instance, dlq="xact_downloads", reason="noise", confirm=True)
+    assert purged.success
+    (entry,) = view(lake, "xact_downloads").to_dicts()
+    assert entry["status"] == "purged" and entry["payload"] is None
+
+    dg.materialize([DOWNLOADS_VIEW], resources=resources, instance=instance)  # rebuild from the whole topic
+    assert view(lake, "xact_downloads")["status"].to_list() == ["purged"]
+    assert audit(lake).sort("at")["outcome"].to_list() == ["refused", "applied"]
+
+
+def test_resolve_needs_a_reason_and_marks_entries_handled(resources, topics, kafka, lake, instance, host):
+    produce_events(kafka, topics.xact_events, [event_with(host.url("status/404/r.pdf"))])
+    run_pipeline(resources, instance)
+
+    assert not operate(dlq_resolve_job, "resolve_dlq_entries", resources, instance, dlq="xact_downloads").success
+    assert operate(dlq_resolve_job, "resolve_dlq_entries", resources, instance, dlq="xact_downloads", reason="file withdrawn").success
+
+    (entry,) = view(lake, "xact_downloads").to_dicts()
+    assert (entry["status"], entry["status_reason"]) == ("resolved", "file withdrawn")
+    assert audit(lake).sort("at")[["operation", "outcome"]].rows() == [("resolve", "refused"), ("resolve", "applied")]
+
+
+def test_replaying_twice_does_not_duplicate_downstream(resources, topics, kafka, lake, instance, host):
+    path = f"files/twice/{uuid.uuid4().hex}.pdf"
+    host.fail(path, 404)
+    produce_events(kafka, topics.xact_events, [event_with(host.url(path))])
+    run_pipeline(resources, instance)
+    host.heal(path)
+
+    for statuses in (["waiting"], ["replayed"]):
+        replay(resources, instance, dlq="xact_downloads", statuses=statuses, dry_run=False, reason="again")
+    for request in tick(xact_attachments_sensor, xact.defs, instance, resources).run_requests:
+        execute(xact_attachments, request, resources, instance)
+
+    assert table_rows(lake, "xact_attachments").height == 1
+    assert audit(lake)["entry_count"].to_list() == [1, 1]
+
+
+def test_bad_events_replay_their_exact_bytes_and_a_refailure_updates_the_same_entry(
+    resources, topics, kafka, lake, instance, consume_all
+):
+    produce_raw(kafka, topics.xact_events, MALFORMED_MESSAGES[:2])
+    run_pipeline(resources, instance)
+    entries = view(lake, "xact_events").sort("source_offset")
+    assert entries.height == 2 and set(entries["error_category"]) == {"malformed"}
+    assert entries["entry_id"][0].startswith(f"{topics.xact_events}:")
+
+    replay(resources, instance, dlq="xact_events", dry_run=False, reason="parser fixed?")
+    run_pipeline(resources, instance)  # they fail again
+
+    after = view(lake, "xact_events")
+    assert after.height == 2 and set(after["status"]) == {"waiting"}  # same entries, waiting again
+    resent = consume_all(topics.xact_events)[-2:]
+    assert sorted(m.value() for m in resent) == sorted(MALFORMED_MESSAGES[:2])
+
+
+def test_the_cli_mirrors_the_jobs(resources, topics, kafka, lake, instance, host, monkeypatch, capsys):
+    produce_events(kafka, topics.xact_events, [event_with(host.url("status/404/cli.pdf"))])
+    run_pipeline(resources, instance)
+    pipeline = resources["pipeline"]
+    for name, value in {
+        "PIPELINE_KAFKA__BOOTSTRAP_SERVERS": kafka.connection.bootstrap_servers,
+        "PIPELINE_STORAGE__LAKE_ROOT": lake.storage.lake_root,
+        "PIPELINE_TOPICS__XACT_DOWNLOADS_PENDING": topics.xact_downloads_pending,
+        "PIPELINE_CONFIG_FILE": "/nonexistent.yaml",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert pipeline.topics.xact_downloads_pending == topics.xact_downloads_pending
+
+    assert dlq_cli.main(["list", "--dlq", "xact_downloads"]) == 0
+    assert "http_404" in capsys.readouterr().out
+    assert dlq_cli.main(["purge", "--dlq", "xact_downloads", "--reason", "x"]) == 2
+    assert dlq_cli.main(["replay", "--dlq", "xact_downloads", "--apply", "--reason", "from cli"]) == 0
+
+    assert view(lake, "xact_downloads")["status"].to_list() == ["replayed"]
+    rows = audit(lake).sort("at").to_dicts()
+    assert [(r["operation"], r["outcome"]) for r in rows] == [("purge", "refused"), ("replay", "applied")]
+    assert rows[-1]["launched_by"].startswith("cli:") and rows[-1]["run_id"].startswith("cli-")
+
+
+def test_health_grades_warn_and_error():
+    assert graded(0.5, 1, 10, {}).passed
+    warn = graded(1, 1, 10, {})
+    assert not warn.passed and warn.severity == dg.AssetCheckSeverity.WARN
+    assert graded(10, 1, 10, {}).severity == dg.AssetCheckSeverity.ERROR
+
+
+def test_view_metadata_counts_by_category_and_checks_warn_on_growth(resources, topics, kafka, lake, instance, host):
+    produce_events(kafka, topics.xact_events, [event_with(*(host.url(f"status/404/g{i}.pdf") for i in range(3)))])
+    run_pipeline(resources, instance)
+    pipeline = resources["pipeline"]
+    sensitive = PipelineConfigResource(
+        topics=pipeline.topics,
+        ingest=pipeline.ingest,
+        dlq=DlqSettings(growth_window_min=60, growth_warn_per_min=0.01, growth_error_per_min=100),
+    )
+    strict = {**resources, "pipeline": sensitive}
+
+    view_checks = [c for c in dlq_checks if DOWNLOADS_VIEW.key in {k.asset_key for k in c.check_keys}]
+    result = dg.materialize([DOWNLOADS_VIEW, *view_checks], resources=strict, instance=instance)
+
+    (materialization,) = result.get_asset_materialization_events()
+    metadata = materialization.materialization.metadata
+    assert metadata["waiting"].value == 3 and metadata["waiting_by_category"].value == {"permanent": 3}
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks["growth_rate"].passed and checks["growth_rate"].severity == dg.AssetCheckSeverity.WARN
+    assert checks["oldest_entry_age"].passed
