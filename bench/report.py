@@ -1,17 +1,50 @@
-"""results.json -> results.md: every figure next to its target."""
+"""results.json -> results.md (every figure next to its target) and throughput_latency.png."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
 
 def _table(rows: list[dict]) -> list[str]:
     if not rows:
         return []
-    columns = list(rows[0])
+    columns = [c for c in rows[0] if c != "series"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
     return lines + [""]
+
+
+def targets(results: dict) -> list[dict]:
+    """The issue's figures, each with its target and whether it is met."""
+    rows = []
+    ingest, ceiling = results.get("sustained_ingest"), results.get("ceiling")
+    if ingest:
+        rows.append({"figure": "1. sustained ingest, events/s (daemon, runs, Delta)", "measured": ingest["events_per_s"], "target": ">= 10,000", "met": ingest["events_per_s"] >= 10_000})
+    if ingest and ceiling:
+        ratio = round(ingest["events_per_s"] / ceiling["events_per_s"], 3)
+        rows.append({"figure": "2. ceiling without Dagster, events/s", "measured": ceiling["events_per_s"], "target": "-", "met": ""})
+        rows.append({"figure": "2. ratio ingest / ceiling", "measured": ratio, "target": ">= 0.25", "met": ratio >= 0.25})
+    for run in results.get("backlog", []):
+        minutes = round(run["seconds_all_attachments"] / 60, 2)
+        rows.append({"figure": f"3. backlog 100k events x2 64 KiB attachments ({run['store']} store), minutes", "measured": minutes, "target": "< 5", "met": minutes < 5})
+    latency = results.get("latency")
+    if latency:
+        rows.append({"figure": "4. latency at 1,000 events/s, p50 / p95 / p99 s", "measured": f"{latency['p50_s']} / {latency['p95_s']} / {latency['p99_s']}", "target": "p95 <= 15", "met": latency["p95_s"] <= 15})
+    memory = results.get("streaming_memory")
+    if memory:
+        big = max(memory, key=lambda r: r["file_mib"])
+        rows.append({"figure": f"5. RSS growth streaming {big['file_mib']:.0f} MiB to Azurite vs a tiny file, MiB", "measured": big["growth_over_smallest_mib"], "target": "< 100", "met": big["growth_over_smallest_mib"] < 100})
+    for run in results.get("download_concurrency", []):
+        rows.append({"figure": f"6. downloads at concurrency {run['concurrency']}: files/s, MB/s", "measured": f"{run['files_per_s']}, {run['mb_per_s']}", "target": "-", "met": ""})
+    faults = results.get("faults")
+    if faults:
+        rows.append({"figure": f"fault scenario ({faults['events_produced']} events): missing / duplicate rows / unaccounted attachments", "measured": f"{faults['events_missing']} / {faults['duplicate_event_rows'] + faults['duplicate_inventory_rows']} / {faults['attachments_unaccounted']}", "target": "0 / 0 / 0", "met": faults["pass"]})
+    return rows
 
 
 def write_markdown(results: dict, path: Path) -> None:
@@ -19,10 +52,53 @@ def write_markdown(results: dict, path: Path) -> None:
     machine = results.get("machine", {})
     if machine:
         lines += [f"Measured {machine['measured_at']} on {machine['cores']} cores, {machine['memory_gib']} GiB, Python {machine['python']}.", ""]
-    if "download_concurrency" in results:
-        lines += ["## Attachment downloads (local host -> pipeline downloader -> Azurite)", ""]
-        lines += _table(results["download_concurrency"])
-    if "streaming_memory" in results:
-        lines += ["## Peak memory streaming one attachment to Azurite (fresh process per size)", ""]
-        lines += _table(results["streaming_memory"])
+    lines += ["## Figures and targets", ""] + _table(targets(results))
+    sections = [
+        ("sustained_ingest", "Sustained ingest: a backlog drained through dagster-daemon (sensor ticks, queued runs, Delta commits)"),
+        ("ceiling", "Ceiling: confluent-kafka batch consume + polars + Delta append, no Dagster"),
+        ("backlog", "Backlog: cold start to every event and attachment landed"),
+        ("latency", "Latency: produce time to first poll (every 0.5 s) that sees the row in Delta"),
+        ("download_concurrency", "Attachment downloads (local host -> pipeline downloader -> Azurite)"),
+        ("streaming_memory", "Peak memory streaming one attachment to Azurite (fresh process per size)"),
+    ]
+    for key, title in sections:
+        if key in results:
+            value = results[key]
+            lines += [f"## {title}", ""] + _table(value if isinstance(value, list) else [value])
+    if "faults" in results:
+        lines += ["## Fault scenario", "", "```"] + results["faults"].get("timeline", []) + ["```", ""]
+    if (path.parent / "throughput_latency.png").exists():
+        lines += ["![throughput and latency](throughput_latency.png)", ""]
     path.write_text("\n".join(lines))
+
+
+def write_plot(results: dict, path: Path) -> None:
+    ingest, latency = results.get("sustained_ingest"), results.get("latency")
+    if not ingest and not latency:
+        return
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8))
+    if ingest:
+        series = ingest["series"]
+        times = [t for t, _ in series[1:]]
+        rates = [(n1 - n0) / max(t1 - t0, 1e-6) for (t0, n0), (t1, n1) in zip(series, series[1:])]
+        top.plot(times, rates, label="rows/s into xact_events")
+        top.axhline(10_000, linestyle="--", color="grey", label="target 10,000/s")
+        top.set_title(f"Sustained ingest of {ingest['events']:,} events: {ingest['events_per_s']:,.0f} events/s")
+        top.set_xlabel("seconds since daemon start")
+        top.set_ylabel("rows/s")
+        top.legend()
+    if latency:
+        buckets: dict[int, list[float]] = {}
+        for at, value in latency["series"]:
+            buckets.setdefault(int(at // 10) * 10, []).append(value)
+        keys = sorted(buckets)
+        for q, name in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
+            bottom.plot(keys, [sorted(buckets[k])[int(q * (len(buckets[k]) - 1))] for k in keys], label=name)
+        bottom.axhline(15, linestyle="--", color="grey", label="p95 target 15 s")
+        bottom.set_title(f"Latency at {latency['rate']:,} events/s: p95 {latency['p95_s']} s")
+        bottom.set_xlabel("seconds since production started (10 s buckets)")
+        bottom.set_ylabel("produce -> visible in Delta, s")
+        bottom.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

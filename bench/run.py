@@ -1,7 +1,8 @@
-"""Run the benchmarks against the real local stack and write bench/results/.
+"""Run the benchmarks against the real local stack and write bench/results/
+(results.json, results.md, throughput_latency.png).
 
-    python -m bench.run                      # everything
-    python -m bench.run --only downloads,memory
+    python -m bench.run                           # everything (about 25 minutes)
+    python -m bench.run --only ingest,latency
 """
 
 from __future__ import annotations
@@ -13,21 +14,26 @@ import platform
 from datetime import datetime, timezone
 
 from bench.attachments import concurrency_sweep
+from bench.backlog import backlog
+from bench.ingest import ceiling, latency, sustained_ingest
 from bench.memory import peak_for_sizes
-from bench.report import write_markdown
+from bench.report import write_markdown, write_plot
 from bench.stack import ROOT, BenchStack, stack
 
 RESULTS = ROOT / "bench" / "results"
 MIB = 2**20
 
 BENCHMARKS = {
+    "ingest": lambda s: {"sustained_ingest": sustained_ingest(s, 1_000_000), "ceiling": ceiling(s, 1_000_000)},
+    "latency": lambda s: {"latency": latency(s, rate=1_000, seconds=120)},
+    "backlog": lambda s: {"backlog": [backlog(s, 100_000, files_on_azurite=False), backlog(s, 100_000, files_on_azurite=True)]},
     "downloads": lambda s: {"download_concurrency": concurrency_sweep(s)},
     "memory": lambda s: {"streaming_memory": peak_for_sizes(s, [64 * 1024, 200 * MIB, 2048 * MIB])},
 }
 
 
 def machine() -> dict:
-    memory_kib = int(next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1])
+    memory_kib = int(next(line for line in open("/proc/meminfo") if line.startswith("MemTotal")).split()[1])
     return {
         "cores": os.cpu_count(),
         "memory_gib": round(memory_kib / 2**20, 1),
@@ -45,10 +51,15 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     results_file = RESULTS / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    faults_file = RESULTS / "faults.json"
     for name in args.only.split(","):
+        print(f"[bench] running {name}", flush=True)
         results.update(BENCHMARKS[name](bench))
         results["machine"] = machine()
+        if faults_file.exists():
+            results["faults"] = json.loads(faults_file.read_text())
         results_file.write_text(json.dumps(results, indent=2) + "\n")
+        write_plot(results, RESULTS / "throughput_latency.png")
         write_markdown(results, RESULTS / "results.md")
     print(f"[bench] results in {RESULTS}")
 

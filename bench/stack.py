@@ -36,6 +36,7 @@ class BenchStack:
     bootstrap_servers: str = f"127.0.0.1:{BENCH_STACK['KAFKA_PORT']}"
     azurite_endpoint: str = f"http://127.0.0.1:{BENCH_STACK['AZURITE_PORT']}/{AZURITE_ACCOUNT}"
     pg_port: int = int(BENCH_STACK["PG_PORT"])
+    runs_dir: Path = ROOT / ".stack-bench" / "runs"
 
     def kafka(self) -> KafkaResource:
         return KafkaResource(connection=KafkaConnection(bootstrap_servers=self.bootstrap_servers))

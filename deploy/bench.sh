@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Benchmarks against the real local stack (.stack-bench, its own ports); results in
-# bench/results/. Arguments go to `python -m bench.run` (e.g. --only downloads,memory).
+# bench/results/.
+#   bash deploy/bench.sh [--only ingest,latency,backlog,downloads,memory]   # figures
+#   bash deploy/bench.sh faults [--events N] [--short]                     # fault scenario + verdict
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 bash deploy/stack.sh install
 trap 'STACK_DIR=$ROOT/.stack-bench bash deploy/stack.sh down' EXIT
-.venv/bin/python -m bench.run "$@"
+if [[ ${1:-} == faults ]]; then
+  shift
+  .venv/bin/python -m bench.faults "$@"
+else
+  .venv/bin/python -m bench.run "$@"
+fi

@@ -240,7 +240,7 @@ class AttachmentInventorySink:
             return
         try:
             blob_path = task.blob_path(result.file_name)
-            await store.upload(result.path, blob_path, result.content_type)
+            await store.upload(result.content, result.size, blob_path, result.content_type)
         finally:
             result.discard()
         stored.append(Stored(task, carrier, result, blob_path, datetime.now(timezone.utc)))

@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import hashlib
-import os
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Optional, Union
+from typing import BinaryIO, Optional, Union
 from urllib.parse import urljoin
 
 import aiohttp
@@ -59,7 +58,7 @@ class DownloadFailure:
 
 @dataclass(frozen=True)
 class DownloadedFile:
-    path: Path
+    content: BinaryIO  # positioned at 0; in memory up to spool_bytes, on disk beyond
     file_name: str
     extension: str
     size: int
@@ -68,7 +67,7 @@ class DownloadedFile:
     downloaded_at: datetime
 
     def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
+        self.content.close()  # a spooled temporary file: closing deletes it
 
 
 DownloadResult = Union[DownloadedFile, DownloadFailure]
@@ -196,31 +195,33 @@ class AttachmentDownloader:
         if response.content_length is not None and response.content_length > limit:
             raise _TooLarge(f"{response.content_length} bytes announced, limit {limit}")
         content_type = response.headers.get("Content-Type", "")
-        descriptor, name = tempfile.mkstemp(dir=self.temp_dir, suffix=".part")
-        path = Path(name)
+        # Small files stay in memory; past spool_bytes the spool moves to a temporary file, so
+        # memory is bounded by concurrency x spool_bytes whatever the file sizes.
+        out = tempfile.SpooledTemporaryFile(max_size=self.settings.spool_bytes, dir=self.temp_dir)
         digest, size, head, checked = hashlib.sha256(), 0, b"", False
         try:
-            with os.fdopen(descriptor, "wb") as out:
-                async for chunk in response.content.iter_chunked(self.settings.chunk_bytes):
-                    if not checked:
-                        head += chunk[: MAGIC_BYTES_NEEDED - len(head)]
-                        if len(head) >= MAGIC_BYTES_NEEDED:
-                            check_content(extension, content_type, head)
-                            checked = True
-                    size += len(chunk)
-                    if size > limit:
-                        raise _TooLarge(f"more than {limit} bytes")
-                    digest.update(chunk)
-                    out.write(chunk)
+            async for chunk in response.content.iter_chunked(self.settings.chunk_bytes):
+                if not checked:
+                    head += chunk[: MAGIC_BYTES_NEEDED - len(head)]
+                    if len(head) >= MAGIC_BYTES_NEEDED:
+                        check_content(extension, content_type, head)
+                        checked = True
+                size += len(chunk)
+                if size > limit:
+                    raise _TooLarge(f"more than {limit} bytes")
+                digest.update(chunk)
+                out.write(chunk)
             if not checked:
                 check_content(extension, content_type, head)
             if response.content_length is not None and size != response.content_length:
+                out.close()
                 return DownloadFailure(FailureCategory.TRANSIENT, "truncated", f"{size} of {response.content_length} bytes")
         except BaseException:
-            path.unlink(missing_ok=True)
+            out.close()
             raise
+        out.seek(0)
         return DownloadedFile(
-            path=path,
+            content=out,
             file_name=file_name,
             extension=extension,
             size=size,

@@ -20,7 +20,7 @@ from pipeline_defs.lib.kafka_to_delta import (
     BatchContext,
     IngestMode,
     dedup_window,
-    lineage,
+    with_lineage,
 )
 
 
@@ -73,22 +73,21 @@ class EventLogSink:
         return self.spec.schema
 
     def rows_for(self, messages: Sequence[Message], context: BatchContext) -> pa.Table:
-        now = datetime.now(timezone.utc)
-        rows, rejected = [], []
+        rows, accepted, rejected = [], [], []
         for message in messages:
             try:
-                row = self.spec.to_row(message)
+                rows.append(self.spec.to_row(message))
+                accepted.append(message)
             except RejectedRecord as rejection:
                 context.report.rejected[rejection.category] += 1
                 rejected.append((message, rejection))
-                continue
-            rows.append({**row, **lineage(message, context.ingestion_date, context.run_id, now)})
         if rejected and context.mode is IngestMode.STREAM:
             self.dead_letters.send(
                 dead_letter(m, r, consumer_group=context.group_id, run_id=context.run_id)
                 for m, r in rejected
             )
-        return pa.Table.from_pylist(rows, schema=self.schema)
+        columns = pa.Table.from_pylist(rows, schema=self.spec.columns)
+        return with_lineage(columns, accepted, context.ingestion_date, context.run_id, datetime.now(timezone.utc))
 
     def write(
         self, rows: pa.Table, table: DeltaTable, commit: CommitProperties, context: BatchContext

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Optional
+from typing import AsyncIterator, BinaryIO, Optional
 from urllib.parse import urlsplit
 
 import dagster as dg
@@ -51,8 +51,9 @@ def blob_location(storage: StorageSettings) -> Optional[BlobLocation]:
 
 class FileStore(ABC):
     @abstractmethod
-    async def upload(self, local_path: Path, blob_path: str, content_type: str) -> None:
-        """Store the file at ``blob_path`` (overwriting: uploads are idempotent)."""
+    async def upload(self, content: BinaryIO, size: int, blob_path: str, content_type: str) -> None:
+        """Store ``size`` bytes read from ``content`` at ``blob_path``, overwriting: uploads
+        are idempotent."""
 
     @abstractmethod
     async def size_of(self, blob_path: str) -> Optional[int]:
@@ -72,13 +73,14 @@ class LocalFileStore(FileStore):
             raise ValueError(f"blob path {blob_path!r} escapes the files root")
         return target
 
-    async def upload(self, local_path: Path, blob_path: str, content_type: str) -> None:
+    async def upload(self, content: BinaryIO, size: int, blob_path: str, content_type: str) -> None:
         target = self._target(blob_path)
 
         def copy() -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(target.name + ".uploading")
-            shutil.copyfile(local_path, partial)
+            with partial.open("wb") as out:
+                shutil.copyfileobj(content, out, 1024 * 1024)
             os.replace(partial, target)  # readers never see half a file
 
         try:
@@ -102,19 +104,18 @@ class BlobFileStore(FileStore):
     def _name(self, blob_path: str) -> str:
         return f"{self.location.prefix}/{blob_path}" if self.location.prefix else blob_path
 
-    async def upload(self, local_path: Path, blob_path: str, content_type: str) -> None:
+    async def upload(self, content: BinaryIO, size: int, blob_path: str, content_type: str) -> None:
         from azure.storage.blob import ContentSettings
 
         try:
-            with local_path.open("rb") as data:
-                await self._container.upload_blob(  # type: ignore[attr-defined]
-                    self._name(blob_path),
-                    data,
-                    length=local_path.stat().st_size,
-                    overwrite=True,
-                    max_concurrency=4,
-                    content_settings=ContentSettings(content_type=content_type),
-                )
+            await self._container.upload_blob(  # type: ignore[attr-defined]
+                self._name(blob_path),
+                content,
+                length=size,
+                overwrite=True,
+                max_concurrency=4,
+                content_settings=ContentSettings(content_type=content_type),
+            )
         except Exception as exc:  # any SDK or transport error: the store, not the file
             raise StorageUnavailable(f"upload to {self.location.account_url} failed: {type(exc).__name__}") from exc
 

@@ -114,6 +114,28 @@ def lineage(message: Message, ingestion_date: date, run_id: str, now: datetime) 
     }
 
 
+def with_lineage(
+    columns: pa.Table, messages: Sequence[Message], ingestion_date: date, run_id: str, now: datetime
+) -> pa.Table:
+    """``columns`` (one row per message) plus the lineage columns, built column-wise."""
+    count = len(messages)
+    stamps = [m.timestamp()[1] for m in messages]
+    lineage_arrays = {
+        "kafka_topic": pa.array([m.topic() for m in messages], pa.string()),
+        "kafka_partition": pa.array([m.partition() for m in messages], pa.int32()),
+        "kafka_offset": pa.array([m.offset() for m in messages], pa.int64()),
+        "kafka_timestamp": pa.array(
+            [ms * 1000 if ms and ms > 0 else None for ms in stamps], pa.timestamp("us", tz="UTC")
+        ),
+        "ingested_at": pa.array([now] * count, pa.timestamp("us", tz="UTC")),
+        PARTITION_COLUMN: pa.array([ingestion_date] * count, pa.date32()),
+        "dagster_run_id": pa.array([run_id] * count, pa.string()),
+    }
+    for name, array in lineage_arrays.items():
+        columns = columns.append_column(LINEAGE_COLUMNS.field(name), array)
+    return columns
+
+
 def watermark_app_id(group_id: str, topic: str, partition: int) -> str:
     return f"kafka:{group_id}:{topic}:{partition}"
 

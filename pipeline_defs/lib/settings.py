@@ -65,6 +65,7 @@ class DownloadSettings(dg.Config):
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
     chunk_bytes: int = 1024 * 1024
+    spool_bytes: int = 1024 * 1024  # bodies up to this stay in memory; larger ones go to disk
     max_file_bytes: int = 5 * 1024**3
     max_redirects: int = 5
     allowed_hosts: list[str] = []  # a host also allows its subdomains
@@ -83,6 +84,7 @@ class IngestSettings(dg.Config):
 
     consumer_group_prefix: str = "pipeline"
     max_events_per_run: int = 50_000
+    attachments_per_commit: int = 5_000  # attachment runs commit (and show progress) this often
     max_runs_per_tick: int = 4
     tick_budget_s: float = 20.0
     start_from: str = "earliest"  # earliest | latest, for partitions with no committed offset

@@ -10,7 +10,8 @@
     /expired/<any>                  403 "Request has expired", like S3
     /redirect?to=<url>              302 to <url>
 
-``fail(path, status)`` makes a path answer ``status`` until ``heal(path)``.
+``fail(path, status)`` makes a path answer ``status`` until ``heal(path)``; ``outage(status)``
+does it for every path until ``outage(None)``.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class AttachmentHost:
         self.host_name = host_name
         self.requests: Counter[str] = Counter()
         self._failing: dict[str, int] = {}
+        self._outage: Optional[int] = None
         self._runner: Optional[web.AppRunner] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
 
@@ -71,6 +73,9 @@ class AttachmentHost:
     def heal(self, path: str) -> None:
         self._failing.pop("/" + path.lstrip("/"), None)
 
+    def outage(self, status: Optional[int]) -> None:
+        self._outage = status
+
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/redirect", self._redirect)
@@ -80,6 +85,8 @@ class AttachmentHost:
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         self.requests[path] += 1
+        if self._outage is not None:
+            return web.Response(status=self._outage, text="outage")
         if path in self._failing:
             return web.Response(status=self._failing[path], text="scripted failure")
         kind, tail = request.match_info["kind"], request.match_info["tail"]

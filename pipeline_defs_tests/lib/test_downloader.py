@@ -29,7 +29,7 @@ def test_a_file_is_streamed_to_disk_with_size_type_and_checksum(attachment_http,
     (result,), _ = fetch(attachment_http, tmp_path, host.url("files/T1/report.pdf"))
     assert isinstance(result, DownloadedFile)
     expected, _ = file_body("/files/T1/report.pdf", 64 * 1024)
-    assert result.path.read_bytes() == expected
+    assert result.content.read() == expected
     assert result.size == len(expected) and result.sha256 == hashlib.sha256(expected).hexdigest()
     assert result.content_type == "application/pdf" and result.file_name == "report.pdf"
 

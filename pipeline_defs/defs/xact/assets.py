@@ -122,7 +122,7 @@ def xact_attachments(
     if ranges is not None:
         report = consume_ranges(
             ranges, sink=sink, source=kafka, lake=lake, context=run,
-            batch_size=pipeline.ingest.max_events_per_run,
+            batch_size=pipeline.ingest.attachments_per_commit,
         )
     else:
         report = repair_day(
@@ -130,7 +130,7 @@ def xact_attachments(
             events_table=XACT_EVENTS.table,
             event_columns=XACT_TASK_COLUMNS,
             tasks_from_events=xact_download_tasks,
-            batch_size=pipeline.ingest.max_events_per_run,
+            batch_size=pipeline.ingest.attachments_per_commit,
         )
     metadata = ingest_metadata(report, kafka, run.mode)
     metadata["circuit_transitions"] = dg.MetadataValue.json(sink.breaker_transitions)

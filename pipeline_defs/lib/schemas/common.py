@@ -12,14 +12,13 @@ from pipeline_defs.lib.dlq import RejectedRecord
 NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=512)]
 
 
-def _as_utc(value: datetime) -> datetime:
-    """Naive timestamps are taken as UTC (the Eventhouse exports ``utcDateTime``)."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+def _aware(value: datetime) -> datetime:
+    """Naive timestamps are taken as UTC (the Eventhouse exports ``utcDateTime``); aware ones
+    keep their offset (Arrow stores the instant in UTC either way)."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+UtcDatetime = Annotated[datetime, AfterValidator(_aware)]
 
 
 def rejection_from(error: ValidationError) -> RejectedRecord:

@@ -1,0 +1,171 @@
+"""The deployed path for benchmarks: ``dagster-daemon`` (sensors, run queue, run launcher,
+run monitoring and retries) on a PostgreSQL-backed instance, with its own topics, lake and
+files, exactly as ``deploy/run.sh`` runs it minus the webserver."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import dagster as dg
+import polars as pl
+import psycopg2
+
+from bench.stack import AZURITE_KEY, ROOT, BenchStack
+from pipeline_defs.lib.delta import DeltaLakeResource
+from pipeline_defs.lib.resources import build_resources
+from pipeline_defs.lib.settings import PipelineSettings, StorageSettings
+
+
+@dataclass
+class PipelineUnderTest:
+    name: str
+    workdir: Path
+    env: dict[str, str]
+    settings: PipelineSettings
+    dagster_home: Path
+    daemon: Optional[subprocess.Popen] = None
+    resources: dict = field(default_factory=dict)
+
+    @property
+    def lake(self) -> DeltaLakeResource:
+        return DeltaLakeResource(storage=StorageSettings(lake_root=self.env["PIPELINE_STORAGE__LAKE_ROOT"]))
+
+    def rows(self, table: str, columns: list[str]) -> pl.DataFrame:
+        scan = self.lake.scan(table)
+        return pl.DataFrame() if scan is None else scan.select(columns).collect()
+
+    def count(self, table: str) -> int:
+        scan = self.lake.scan(table)
+        return 0 if scan is None else scan.select(pl.len()).collect().item()
+
+    def instance(self) -> dg.DagsterInstance:
+        os.environ["DAGSTER_PG_URL"] = self.env["DAGSTER_PG_URL"]
+        return dg.DagsterInstance.from_config(str(self.dagster_home))
+
+    def start_daemon(self) -> None:
+        log = open(self.workdir / "daemon.log", "ab")
+        self.daemon = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop_daemon(self) -> None:
+        if self.daemon is not None and self.daemon.poll() is None:
+            os.killpg(self.daemon.pid, signal.SIGTERM)
+            try:
+                self.daemon.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.daemon.pid, signal.SIGKILL)
+        # runs launched by the daemon live in their own processes
+        for pid in _run_processes(self.dagster_home):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _run_processes(dagster_home: Path) -> list[int]:
+    """Processes whose environment names this DAGSTER_HOME (the daemon's run workers)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if f"DAGSTER_HOME={dagster_home}".encode() in environ:
+            found.append(int(proc.name))
+    return found
+
+
+@contextmanager
+def pipeline(
+    stack: BenchStack,
+    *,
+    max_events_per_run: int = 100_000,
+    max_runs_per_tick: int = 4,
+    retry_delays_s: tuple[int, ...] = (5, 10, 20, 40),
+    files_on_azurite: bool = False,
+    extra_env: Optional[dict[str, str]] = None,
+) -> Iterator[PipelineUnderTest]:
+    name = f"b{uuid.uuid4().hex[:8]}"
+    workdir = stack.runs_dir / name
+    dagster_home = workdir / "dagster_home"
+    dagster_home.mkdir(parents=True)
+    shutil.copy(ROOT / "deploy" / "dagster" / "dagster.yaml", dagster_home / "dagster.yaml")
+    connection = psycopg2.connect(host="127.0.0.1", port=stack.pg_port, user="postgres", dbname="postgres")
+    connection.autocommit = True
+    connection.cursor().execute(f"CREATE DATABASE dagster_{name}")
+    connection.close()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        "DAGSTER_PG_URL": f"postgresql+psycopg2://postgres@127.0.0.1:{stack.pg_port}/dagster_{name}",
+        "PIPELINE_CONFIG_FILE": "/nonexistent.yaml",
+        "PIPELINE_SOURCE_KAFKA__BOOTSTRAP_SERVERS": stack.bootstrap_servers,
+        "PIPELINE_KAFKA__BOOTSTRAP_SERVERS": stack.bootstrap_servers,
+        "PIPELINE_TOPICS__XACT_EVENTS": f"{name}.events.raw",
+        "PIPELINE_TOPICS__XACT_EVENTS_DLQ": f"{name}.events.raw.dlq",
+        "PIPELINE_TOPICS__XACT_DOWNLOADS_PENDING": f"{name}.downloads.pending",
+        "PIPELINE_TOPICS__XACT_DOWNLOADS_DLQ": f"{name}.downloads.dlq",
+        "PIPELINE_TOPICS__PARTITIONS": "6",
+        "PIPELINE_STORAGE__LAKE_ROOT": str(workdir / "tables"),
+        "PIPELINE_INGEST__CONSUMER_GROUP_PREFIX": name,
+        "PIPELINE_INGEST__MAX_EVENTS_PER_RUN": str(max_events_per_run),
+        "PIPELINE_INGEST__MAX_RUNS_PER_TICK": str(max_runs_per_tick),
+        "PIPELINE_INGEST__RETRY_DELAYS_S": json.dumps(list(retry_delays_s)),
+        "PIPELINE_DOWNLOADS__ALLOWED_HOSTS": json.dumps(["attachments.bench"]),
+        "PIPELINE_DOWNLOADS__ALLOW_HTTP": "true",
+        "PIPELINE_DOWNLOADS__ALLOWED_PORTS": "[]",
+        "PIPELINE_DOWNLOADS__LOOPBACK_HOSTS": json.dumps(["attachments.bench"]),
+        "PIPELINE_DOWNLOADS__EXTRA_HOSTS": json.dumps({"attachments.bench": "127.0.0.1"}),
+        **(extra_env or {}),
+    }
+    if files_on_azurite:
+        env |= {
+            "PIPELINE_STORAGE__FILES_ROOT": f"az://files/{name}",
+            "PIPELINE_STORAGE__AZURE_ACCOUNT_NAME": "devstoreaccount1",
+            "PIPELINE_STORAGE__AZURE_ENDPOINT": stack.azurite_endpoint,
+            "PIPELINE_STORAGE__AZURE_ACCOUNT_KEY_ENV": "BENCH_AZURITE_KEY",
+            "BENCH_AZURITE_KEY": AZURITE_KEY,
+        }
+    else:
+        env["PIPELINE_STORAGE__FILES_ROOT"] = str(workdir / "files")
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        settings = PipelineSettings()
+        resources = build_resources(settings)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    run = PipelineUnderTest(name, workdir, env, settings, dagster_home, resources=resources)
+    resources["kafka"].create_topics(resources["pipeline"].all_topics(), settings.topics.partitions)
+    try:
+        yield run
+    finally:
+        run.stop_daemon()
+
+
+def wait_until(predicate, timeout_s: float, every_s: float = 1.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every_s)
+    return predicate()
