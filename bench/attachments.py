@@ -7,11 +7,12 @@ import time
 import uuid
 from datetime import date, datetime, timezone
 
-from pipeline_defs.lib.attachments import AttachmentInventorySink, Retries
+from pipeline_defs.lib.attachments import AttachmentInventorySink
+from pipeline_defs.lib.retries import Retries
 from pipeline_defs.lib.downloader import AttachmentHttpResource
-from pipeline_defs.lib.event_log import Topic
+from pipeline_defs.lib.kafka import Topic
 from pipeline_defs.lib.kafka_to_delta import BatchContext, IngestMode, IngestReport
-from pipeline_defs.lib.schemas.downloads import SourceEvent
+from pipeline_defs.lib.schemas.tasks import SourceEvent
 from pipeline_defs.lib.schemas.xact import XACT_ATTACHMENTS, XactDownloadTask
 from pipeline_defs.lib.settings import DownloadSettings
 from pipeline_defs.sim.attachment_host import AttachmentHost

@@ -11,8 +11,9 @@ import sys
 
 from bench.attachments import HOST, bench_http, store_all, tasks_for
 from bench.stack import ROOT, BenchStack
-from pipeline_defs.lib.attachments import AttachmentInventorySink, Retries
-from pipeline_defs.lib.event_log import Topic
+from pipeline_defs.lib.attachments import AttachmentInventorySink
+from pipeline_defs.lib.retries import Retries
+from pipeline_defs.lib.kafka import Topic
 from pipeline_defs.lib.schemas.xact import XACT_ATTACHMENTS
 from pipeline_defs.sim.attachment_host import AttachmentHost
 

@@ -2,12 +2,13 @@
 
 import dagster as dg
 
-from pipeline_defs.defs import dlq, xact
+from pipeline_defs.defs import claimx, dlq, xact
 from pipeline_defs.lib.resources import build_resources
 from pipeline_defs.lib.settings import PipelineSettings
 
 defs = dg.Definitions.merge(
     xact.defs,
+    claimx.defs,
     dlq.defs,
     dg.Definitions(
         resources=build_resources(PipelineSettings()),

@@ -16,20 +16,25 @@ from typing import Callable, Iterator
 import dagster as dg
 import pytest
 
+from pipeline_defs.lib.claimx.api import ClaimXApiResource
 from pipeline_defs.lib.delta import DeltaLakeResource
 from pipeline_defs.lib.downloader import AttachmentHttpResource
 from pipeline_defs.lib.file_store import FileStoreResource
 from pipeline_defs.lib.kafka import KafkaResource
 from pipeline_defs.lib.offset_ranges import OffsetRange
 from pipeline_defs.lib.settings import (
+    ClaimXApiSettings,
     DownloadSettings,
     IngestSettings,
     KafkaConnection,
     PipelineConfigResource,
     StorageSettings,
     TopicNames,
-    retry_topic_name,
 )
+
+from pipeline_defs.sim.attachment_host import AttachmentHost
+from pipeline_defs.sim.claimx_api import ClaimXApiDouble
+from pipeline_defs.sim.claimx_world import ClaimXWorld
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_STACK = {
@@ -75,7 +80,7 @@ def kafka(test_stack: TestStack) -> KafkaResource:
 
 
 # Retries wait seconds, not the production minutes.
-TEST_RETRY_DELAYS_S = [1, 2]
+TEST_RETRY_DELAYS_S = [3, 6]
 
 
 @pytest.fixture
@@ -83,15 +88,11 @@ def topics(kafka: KafkaResource) -> TopicNames:
     """Fresh, uniquely named topics (3 partitions) for one test, retry topics included."""
     suffix = uuid.uuid4().hex[:8]
     names = TopicNames(
-        xact_events=f"test.{suffix}.events.raw",
-        xact_events_dlq=f"test.{suffix}.events.raw.dlq",
-        xact_downloads_pending=f"test.{suffix}.downloads.pending",
-        xact_downloads_dlq=f"test.{suffix}.downloads.dlq",
+        **{field: f"test.{suffix}.{default}" for field, default in TopicNames().model_dump().items() if isinstance(default, str)},
         partitions=3,
     )
-    named = [v for v in names.model_dump().values() if isinstance(v, str)]
-    retries = [retry_topic_name(names.xact_downloads_pending, d) for d in TEST_RETRY_DELAYS_S]
-    kafka.create_topics(named + retries, names.partitions)
+    config = PipelineConfigResource(topics=names, ingest=IngestSettings(retry_delays_s=TEST_RETRY_DELAYS_S))
+    kafka.create_topics(config.all_topics(), names.partitions)
     return names
 
 
@@ -137,6 +138,61 @@ def attachment_http() -> AttachmentHttpResource:
     )
 
 
+CLAIMX_TOKEN = "test-claimx-token"
+
+
+@pytest.fixture
+def media_host() -> Iterator[AttachmentHost]:
+    """The ClaimX media host (presigned links point here as ``media.claimx.test``)."""
+    server = AttachmentHost(host_name="media.claimx.test", file_size=16 * 1024).start_in_thread()
+    yield server
+    server.stop_thread()
+
+
+@pytest.fixture
+def claimx_world(media_host: AttachmentHost) -> ClaimXWorld:
+    return ClaimXWorld(media_host.base_url)
+
+
+@pytest.fixture
+def claimx_api_double(claimx_world: ClaimXWorld) -> Iterator[ClaimXApiDouble]:
+    server = ClaimXApiDouble(claimx_world, token=CLAIMX_TOKEN).start_in_thread()
+    yield server
+    server.stop_thread()
+
+
+@pytest.fixture
+def claimx_api(claimx_api_double: ClaimXApiDouble) -> ClaimXApiResource:
+    """Short waits and a low circuit threshold, so storms play out in seconds."""
+    return ClaimXApiResource(
+        settings=ClaimXApiSettings(
+            base_url=claimx_api_double.base_url,
+            timeout_s=2,
+            max_attempts=3,
+            backoff_s=0.05,
+            max_backoff_s=0.2,
+            circuit_failure_threshold=3,
+        ),
+        token=CLAIMX_TOKEN,
+    )
+
+
+@pytest.fixture
+def claimx_media_http() -> AttachmentHttpResource:
+    return AttachmentHttpResource(
+        settings=DownloadSettings(
+            allowed_hosts=["media.claimx.test"],
+            allowed_extensions=["jpg", "png", "mp4", "pdf"],
+            allow_http=True,
+            allowed_ports=[],
+            loopback_hosts=["media.claimx.test"],
+            extra_hosts={"media.claimx.test": "127.0.0.1"},
+            read_timeout_s=2,
+            connect_timeout_s=2,
+        )
+    )
+
+
 @pytest.fixture
 def resources(
     kafka: KafkaResource,
@@ -144,13 +200,18 @@ def resources(
     files: FileStoreResource,
     attachment_http: AttachmentHttpResource,
     pipeline_config: PipelineConfigResource,
+    claimx_api: ClaimXApiResource,
+    claimx_media_http: AttachmentHttpResource,
 ) -> dict[str, object]:
+    """Every resource of the code location, on the test stack and the local doubles."""
     return {
         "source_kafka": kafka,
         "kafka": kafka,
         "lake": lake,
         "files": files,
         "attachment_http": attachment_http,
+        "claimx_api": claimx_api,
+        "claimx_media_http": claimx_media_http,
         "pipeline": pipeline_config,
     }
 

@@ -6,6 +6,7 @@ import sys
 import dagster as dg
 
 from pipeline_defs.definitions import defs
+from pipeline_defs.lib.claimx.api import ClaimXApiResource
 from pipeline_defs.lib.delta import DeltaLakeResource
 from pipeline_defs.lib.kafka import KafkaResource
 
@@ -37,6 +38,7 @@ def test_resources_cover_every_external_system():
     assert isinstance(resources["source_kafka"], KafkaResource)
     assert isinstance(resources["kafka"], KafkaResource)
     assert isinstance(resources["lake"], DeltaLakeResource)
+    assert isinstance(resources["claimx_api"], ClaimXApiResource)
 
 
 def test_loading_the_code_location_touches_no_network():
@@ -53,7 +55,8 @@ def test_loading_the_code_location_touches_no_network():
 
 def test_dlq_views_checks_operations_and_schedule_are_in_the_ui():
     keys = defs.resolve_asset_graph().get_all_asset_keys()
-    assert {dg.AssetKey("dlq_xact_events"), dg.AssetKey("dlq_xact_downloads"), dg.AssetKey("dlq_audit")} <= keys
+    views = {"dlq_xact_events", "dlq_xact_downloads", "dlq_claimx_events", "dlq_claimx_enrichment", "dlq_claimx_downloads"}
+    assert {dg.AssetKey(name) for name in views | {"dlq_audit"}} <= keys
     view_job = defs.resolve_job_def("dlq_xact_downloads_job")
     assert {k.name for k in view_job.asset_layer.asset_graph.asset_check_keys} >= {"growth_rate", "oldest_entry_age"}
     for job_name, field in (("dlq_replay_job", "dry_run"), ("dlq_resolve_job", "reason"), ("dlq_purge_job", "confirm")):
@@ -61,3 +64,16 @@ def test_dlq_views_checks_operations_and_schedule_are_in_the_ui():
         assert {field, "dlq", "ids", "error_category", "max_count"} <= set(op.config_schema.config_type.fields)
     schedule = defs.resolve_schedule_def("dlq_health_checks_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_claimx_assets_checks_and_sensors_are_in_the_ui():
+    graph = defs.resolve_asset_graph()
+    tables = ["claimx_projects", "claimx_contacts", "claimx_media", "claimx_tasks", "claimx_task_templates", "claimx_external_links", "claimx_video_collab"]
+    expected = {"claimx_events", "claimx_enrichment_log", "claimx_attachments", *tables}
+    assert {dg.AssetKey(name) for name in expected} <= graph.get_all_asset_keys()
+    checks = {(key.asset_key.path[-1], key.name) for key in graph.asset_check_keys}
+    assert {(table, "merge_keys_unique") for table in tables} <= checks
+    assert {("claimx_media", "project_exists"), ("claimx_tasks", "template_known"), ("claimx_events", "event_id_unique")} <= checks
+    for name in ("claimx_events_kafka_sensor", "claimx_enrichment_pending_sensor", "claimx_enrichment_retry_sensor", "claimx_attachments_pending_sensor", "claimx_attachments_retry_sensor"):
+        assert defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING
+    assert defs.resolve_job_def("claimx_entities_job").partitions_def is not None

@@ -14,33 +14,21 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import polars as pl
 import pyarrow as pa
 from confluent_kafka import Message
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 
-from pipeline_defs.lib.delta import DeltaLakeResource, scan_snapshot
-from pipeline_defs.lib.dlq import RejectedRecord, SourceRecord, dead_letter
-from pipeline_defs.lib.downloader import (
-    AttachmentHttpResource,
-    DownloadedFile,
-    DownloadFailure,
-    FailureCategory,
-)
+from pipeline_defs.lib.delta import scan_snapshot
+from pipeline_defs.lib.dlq import SourceRecord
+from pipeline_defs.lib.downloader import AttachmentDownloader, AttachmentHttpResource, DownloadedFile
+from pipeline_defs.lib.failures import FailureCategory, TaskFailure
 from pipeline_defs.lib.file_store import FileStore, FileStoreResource
-from pipeline_defs.lib.kafka import OutRecord
-from pipeline_defs.lib.kafka_to_delta import (
-    LINEAGE_COLUMNS,
-    PARTITION_COLUMN,
-    BatchContext,
-    IngestReport,
-    commit_batch,
-    dedup_window,
-)
-from pipeline_defs.lib.event_log import Topic
-from pipeline_defs.lib.schemas.downloads import AttachmentTask, parse_task, route_failure
+from pipeline_defs.lib.kafka_to_delta import LINEAGE_COLUMNS, PARTITION_COLUMN, BatchContext, dedup_window
+from pipeline_defs.lib.retries import Carried, Failed, Retries, parse_tasks, task_lineage
+from pipeline_defs.lib.schemas.downloads import AttachmentTask
 
 STORED_COLUMNS = pa.schema(
     [
@@ -84,25 +72,19 @@ class Stored:
     uploaded_at: datetime
 
 
-@dataclass(frozen=True)
-class Failed:
-    task: AttachmentTask
-    carrier: Optional[SourceRecord]
-    failure: DownloadFailure
+class UrlRefresher(Protocol):
+    """Fresh download URLs for tasks whose presigned link expired (or that carry none yet)."""
 
+    def is_stale(self, task: AttachmentTask, now: datetime) -> bool: ...
 
-@dataclass
-class Retries:
-    """Where failures go: one topic per retry delay, then the DLQ."""
-
-    retry_topics: Sequence[tuple[str, int]]
-    dead_letters: Topic
+    async def refresh(self, tasks: Sequence[AttachmentTask]) -> dict[tuple[str, ...], AttachmentTask | TaskFailure]: ...
 
 
 ATTACHMENT_COUNTERS = (
     "files_stored",
     "bytes_stored",
     "already_stored",
+    "urls_refreshed",
     "failed_transient",
     "failed_permanent",
     "failed_auth",
@@ -112,6 +94,13 @@ ATTACHMENT_COUNTERS = (
     "download_seconds",
 )
 
+_FAILURE_COUNTER = {
+    FailureCategory.TRANSIENT: "failed_transient",
+    FailureCategory.PERMANENT: "failed_permanent",
+    FailureCategory.AUTH: "failed_auth",
+    FailureCategory.CIRCUIT_OPEN: "circuit_open",
+}
+
 
 @dataclass
 class AttachmentInventorySink:
@@ -119,6 +108,7 @@ class AttachmentInventorySink:
     http: AttachmentHttpResource
     files: FileStoreResource
     retries: Retries
+    refresher: Optional[UrlRefresher] = None  # for sources whose links expire (presigned URLs)
     counters: tuple[str, ...] = ATTACHMENT_COUNTERS
     breaker_transitions: list[str] = field(default_factory=list)
 
@@ -132,17 +122,7 @@ class AttachmentInventorySink:
 
     # ---- DeltaSink ----------------------------------------------------------------------
     def rows_for(self, messages: Sequence[Message], context: BatchContext) -> pa.Table:
-        tasks: list[tuple[AttachmentTask, Optional[SourceRecord]]] = []
-        rejected = []
-        for message in messages:
-            try:
-                tasks.append((parse_task(self.spec.task_type, message), SourceRecord.of(message)))
-            except RejectedRecord as rejection:
-                context.report.rejected[rejection.category] += 1
-                rejected.append(dead_letter(message, rejection, consumer_group=context.group_id, run_id=context.run_id))
-        if rejected:
-            self.retries.dead_letters.send(rejected)
-        return self.process(tasks, context)
+        return self.process(parse_tasks(self.spec.task_type, messages, self.retries.dead_letters, context), context)
 
     def write(
         self, rows: pa.Table, table: DeltaTable, commit: CommitProperties, context: BatchContext
@@ -166,16 +146,18 @@ class AttachmentInventorySink:
         return int(metrics.get("num_target_rows_inserted", rows.num_rows))
 
     # ---- the work -----------------------------------------------------------------------
-    def process(
-        self, tasks: Sequence[tuple[AttachmentTask, Optional[SourceRecord]]], context: BatchContext
-    ) -> pa.Table:
+    def process(self, tasks: Sequence[Carried], context: BatchContext) -> pa.Table:
         """Download and upload what the inventory lacks, route failures, return new rows."""
         todo = self._not_yet_stored(tasks, context)
         started = time.monotonic()
-        stored, failed = asyncio.run(self._fetch_and_store(todo))
+        stored, failed = asyncio.run(self._fetch_and_store(todo, context))
         counts = context.report.counts
         counts["download_seconds"] += round(time.monotonic() - started, 3)
-        self._route(failed, context)
+        for item in failed:
+            counts[_FAILURE_COUNTER[item.failure.category]] += 1
+        routed = self.retries.route(failed, context)
+        counts["retries_scheduled"] += routed.retries_scheduled
+        counts["downloads_dead_lettered"] += routed.dead_lettered
         now = datetime.now(timezone.utc)
         rows = []
         for item in stored:
@@ -184,10 +166,8 @@ class AttachmentInventorySink:
             rows.append(self._row(item, context, now))
         return pa.Table.from_pylist(rows, schema=self.schema)
 
-    def _not_yet_stored(
-        self, tasks: Sequence[tuple[AttachmentTask, Optional[SourceRecord]]], context: BatchContext
-    ) -> list[tuple[AttachmentTask, Optional[SourceRecord]]]:
-        unique: dict[tuple[str, ...], tuple[AttachmentTask, Optional[SourceRecord]]] = {}
+    def _not_yet_stored(self, tasks: Sequence[Carried], context: BatchContext) -> list[Carried]:
+        unique: dict[tuple[str, ...], Carried] = {}
         for task, carrier in tasks:
             unique.setdefault(task.key, (task, carrier))
         known = self._known_keys([t for t, _ in unique.values()], context.table)
@@ -208,34 +188,72 @@ class AttachmentInventorySink:
         )
         return {tuple(row) for row in found.iter_rows()}
 
-    async def _fetch_and_store(
-        self, tasks: Sequence[tuple[AttachmentTask, Optional[SourceRecord]]]
-    ) -> tuple[list[Stored], list[Failed]]:
+    async def _fetch_and_store(self, tasks: Sequence[Carried], context: BatchContext) -> tuple[list[Stored], list[Failed]]:
+        """Every task once. With a refresher, stale links are renewed before the download and a
+        link the host reports expired is renewed and tried again; each link at most once."""
         stored: list[Stored] = []
         failed: list[Failed] = []
         if not tasks:
             return stored, failed
+        now = datetime.now(timezone.utc)
+        stale = {task.key for task, _ in tasks if self.refresher and self.refresher.is_stale(task, now)}
+        renew = [item for item in tasks if item[0].key in stale]
+        attempt = [item for item in tasks if item[0].key not in stale]
+        renewed: set[tuple[str, ...]] = set()
         with tempfile.TemporaryDirectory(prefix="attachments-", dir=self.http.settings.temp_dir) as temp:
             async with self.http.downloader(Path(temp)) as downloader, self.files.open() as store:
-                async with asyncio.TaskGroup() as group:
-                    for task, carrier in tasks:
-                        group.create_task(self._one(task, carrier, downloader, store, stored, failed))
+                while attempt or renew:
+                    fresh, refresh_failed = await self._refreshed(renew, context)
+                    renewed |= {task.key for task, _ in renew}
+                    failed += refresh_failed
+                    done, failed_now = await self._attempt(attempt + fresh, downloader, store)
+                    stored += done
+                    renew = [(f.task, f.carrier) for f in failed_now if self._renewable(f, renewed)]
+                    failed += [f for f in failed_now if not self._renewable(f, renewed)]
+                    attempt = []
                 self.breaker_transitions.extend(
                     f"{t.key}: {t.from_state.value} -> {t.to_state.value}" for t in downloader.breakers.transitions
                 )
+        return stored, failed
+
+    def _renewable(self, failed: Failed, renewed: set[tuple[str, ...]]) -> bool:
+        return self.refresher is not None and failed.failure.code == "expired_link" and failed.task.key not in renewed
+
+    async def _refreshed(self, items: Sequence[Carried], context: BatchContext) -> tuple[list[Carried], list[Failed]]:
+        if not items or self.refresher is None:
+            return list(items), []
+        fresh = await self.refresher.refresh([task for task, _ in items])
+        ready, failed = [], []
+        for task, carrier in items:
+            outcome = fresh[task.key]
+            if isinstance(outcome, TaskFailure):
+                failed.append(Failed(task, carrier, outcome))
+            else:
+                ready.append((outcome, carrier))
+        context.report.counts["urls_refreshed"] += len(ready)
+        return ready, failed
+
+    async def _attempt(
+        self, items: Sequence[Carried], downloader: AttachmentDownloader, store: FileStore
+    ) -> tuple[list[Stored], list[Failed]]:
+        stored: list[Stored] = []
+        failed: list[Failed] = []
+        async with asyncio.TaskGroup() as group:
+            for task, carrier in items:
+                group.create_task(self._one(task, carrier, downloader, store, stored, failed))
         return stored, failed
 
     async def _one(
         self,
         task: AttachmentTask,
         carrier: Optional[SourceRecord],
-        downloader: Any,
+        downloader: AttachmentDownloader,
         store: FileStore,
         stored: list[Stored],
         failed: list[Failed],
     ) -> None:
         result = await downloader.download(task.url)
-        if isinstance(result, DownloadFailure):
+        if isinstance(result, TaskFailure):
             failed.append(Failed(task, carrier, result))
             return
         try:
@@ -244,28 +262,6 @@ class AttachmentInventorySink:
         finally:
             result.discard()
         stored.append(Stored(task, carrier, result, blob_path, datetime.now(timezone.utc)))
-
-    def _route(self, failed: Sequence[Failed], context: BatchContext) -> None:
-        counts = context.report.counts
-        by_topic: dict[str, list[OutRecord]] = {}
-        for item in failed:
-            counts[_FAILURE_COUNTER[item.failure.category]] += 1
-            topic, record = route_failure(
-                item.task,
-                item.failure,
-                retry_topics=self.retries.retry_topics,
-                dlq_topic=self.retries.dead_letters.name,
-                carrier=item.carrier,
-                consumer_group=context.group_id,
-                run_id=context.run_id,
-            )
-            by_topic.setdefault(topic, []).append(record)
-        for topic, records in by_topic.items():
-            if topic == self.retries.dead_letters.name:
-                counts["downloads_dead_lettered"] += len(records)
-            else:
-                counts["retries_scheduled"] += len(records)
-            self.retries.dead_letters.kafka.produce(topic, records)
 
     def _row(self, item: Stored, context: BatchContext, now: datetime) -> dict[str, Any]:
         task, file = item.task, item.file
@@ -283,64 +279,5 @@ class AttachmentInventorySink:
             "event_topic": task.source.topic,
             "event_partition": task.source.partition,
             "event_offset": task.source.offset,
-            **lineage_for(item, context, now),
+            **task_lineage(task, item.carrier, context.run_id, now),
         }
-
-
-_FAILURE_COUNTER = {
-    FailureCategory.TRANSIENT: "failed_transient",
-    FailureCategory.PERMANENT: "failed_permanent",
-    FailureCategory.AUTH: "failed_auth",
-    FailureCategory.CIRCUIT_OPEN: "circuit_open",
-}
-
-
-def lineage_for(item: Stored, context: BatchContext, now: datetime) -> dict[str, Any]:
-    """Lineage of the record that carried the task (the event itself for a backfill); the
-    row's partition is its event's ingestion day, the same partition as in the event log."""
-    source = item.carrier or SourceRecord(
-        item.task.source.topic, item.task.source.partition, item.task.source.offset
-    )
-    return {
-        "kafka_topic": source.topic,
-        "kafka_partition": source.partition,
-        "kafka_offset": source.offset,
-        "kafka_timestamp": datetime.fromtimestamp(source.timestamp_ms / 1000, timezone.utc)
-        if source.timestamp_ms > 0
-        else None,
-        "ingested_at": now,
-        PARTITION_COLUMN: item.task.source.ingestion_date,
-        "dagster_run_id": context.run_id,
-    }
-
-
-
-def repair_day(
-    sink: AttachmentInventorySink,
-    lake: DeltaLakeResource,
-    context: BatchContext,
-    *,
-    events_table: str,
-    event_columns: Sequence[str],
-    tasks_from_events: Callable[[pl.DataFrame], Sequence[AttachmentTask]],
-    batch_size: int,
-) -> IngestReport:
-    """A backfill: the attachments of the day's events that the inventory lacks, downloaded
-    now (what is stored is skipped; failures retry or dead-letter as usual)."""
-    report = context.report
-    report.counts.update({name: 0 for name in sink.counters})
-    table = context.table = lake.ensure(sink.table, sink.schema, [PARTITION_COLUMN])
-    events = lake.scan(events_table)
-    if events is not None:
-        day_events = (
-            events.filter(pl.col(PARTITION_COLUMN) == context.ingestion_date)
-            .select(event_columns)
-            .collect()
-        )
-        for chunk in day_events.iter_slices(batch_size):
-            tasks = tasks_from_events(chunk)
-            report.messages_read += len(tasks)
-            rows = sink.process([(task, None) for task in tasks], context)
-            report.rows_written += commit_batch(sink, table, rows, {}, context)
-    report.delta_version = table.version()
-    return report

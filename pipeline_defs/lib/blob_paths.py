@@ -34,3 +34,13 @@ def xact_blob_path(
     else:
         file_part = f"{assignment}_{name}"
     return "/".join([XACT_ROOT, safe_path_segment(status_subtype), safe_path_segment(trace_id), file_part])
+
+
+CLAIMX_ROOT = "claimx"
+
+
+def claimx_blob_path(project_id: str, media_id: str, file_name: str) -> str:
+    """``claimx/<project id>/media/<media id>_<file>``: one folder per project, and the media id
+    in the name so two files with one name never overwrite each other."""
+    name = safe_path_segment(file_name, fallback="media")
+    return "/".join([CLAIMX_ROOT, safe_path_segment(project_id), "media", f"{safe_path_segment(media_id)}_{name}"])

@@ -74,6 +74,40 @@ def required_present(
     )
 
 
+def event_log_check_specs(asset: str, key_check: str, required: Sequence[str]) -> list[dg.AssetCheckSpec]:
+    """Blocking: a failure stops the assets fed by this event log."""
+    return [
+        dg.AssetCheckSpec(
+            key_check,
+            asset=asset,
+            blocking=True,
+            description="Each key the run wrote appears once within the deduplication window.",
+        ),
+        dg.AssetCheckSpec(
+            "required_fields_present",
+            asset=asset,
+            blocking=True,
+            description=f"{', '.join(required)} are never empty.",
+        ),
+    ]
+
+
+def event_log_checks(
+    lake: DeltaLakeResource,
+    table: str,
+    key_columns: Sequence[str],
+    required: Sequence[str],
+    run_id: str,
+    window_days: int,
+    key_check: str,
+) -> list[dg.AssetCheckResult]:
+    """Read back what the run committed; run inside the asset so a failure blocks downstream."""
+    return [
+        keys_unique(lake, table, key_columns, run_id, window_days, key_check),
+        required_present(lake, table, required, run_id, "required_fields_present"),
+    ]
+
+
 def blobs_match_inventory(
     lake: DeltaLakeResource,
     files: FileStoreResource,
@@ -113,3 +147,41 @@ def failure_ratio(report: IngestReport, threshold: float, check_name: str) -> dg
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"failed_ratio": round(ratio, 4), "attempts": attempts, "failures": failures, "threshold": threshold},
     )
+
+
+def inventory_check_specs(asset: str) -> list[dg.AssetCheckSpec]:
+    """The checks every attachment inventory carries."""
+    return [
+        dg.AssetCheckSpec(
+            "inventory_key_unique",
+            asset=asset,
+            blocking=True,
+            description="Each attachment the run recorded appears once in the inventory.",
+        ),
+        dg.AssetCheckSpec(
+            "blobs_exist_with_recorded_size",
+            asset=asset,
+            description="For a sample of the run's rows, the blob exists in OneLake with the recorded size.",
+        ),
+        dg.AssetCheckSpec(
+            "failed_attachment_ratio",
+            asset=asset,
+            description="WARN when too many of the run's download attempts failed.",
+        ),
+    ]
+
+
+def inventory_checks(
+    table: str,
+    key_columns: Sequence[str],
+    lake: DeltaLakeResource,
+    files: FileStoreResource,
+    run_id: str,
+    report: IngestReport,
+    failure_threshold: float,
+) -> list[dg.AssetCheckResult]:
+    return [
+        keys_unique(lake, table, key_columns, run_id, 1, "inventory_key_unique"),
+        blobs_match_inventory(lake, files, table, run_id, "blobs_exist_with_recorded_size"),
+        failure_ratio(report, failure_threshold, "failed_attachment_ratio"),
+    ]

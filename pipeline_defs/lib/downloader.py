@@ -10,12 +10,10 @@ refuses non-public addresses on every connection.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from enum import Enum
 from pathlib import Path
 from typing import BinaryIO, Optional, Union
 from urllib.parse import urljoin
@@ -24,6 +22,7 @@ import aiohttp
 import dagster as dg
 
 from pipeline_defs.lib.circuit_breaker import CircuitBreakers
+from pipeline_defs.lib.failures import FailureCategory, TaskFailure, http_failure
 from pipeline_defs.lib.file_types import MAGIC_BYTES_NEEDED, WrongFileType, check_content, check_extension
 from pipeline_defs.lib.settings import DownloadSettings
 from pipeline_defs.lib.url_safety import (
@@ -38,22 +37,6 @@ from pipeline_defs.lib.url_safety import (
 )
 
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
-TRANSIENT_STATUSES = {408, 429, 500, 502, 503, 504}
-
-
-class FailureCategory(str, Enum):
-    TRANSIENT = "transient"  # try again later: timeouts, connection errors, 5xx, 429
-    PERMANENT = "permanent"  # never works as is: 404/410, blocked URL, wrong type, expired
-    AUTH = "auth"  # the host refused our access (401/403)
-    CIRCUIT_OPEN = "circuit_open"  # not attempted: the host's breaker is open
-
-
-@dataclass(frozen=True)
-class DownloadFailure:
-    category: FailureCategory
-    code: str  # e.g. http_404, blocked_url, wrong_file_type, expired_link, timeout
-    detail: str
-    retry_after_s: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +53,7 @@ class DownloadedFile:
         self.content.close()  # a spooled temporary file: closing deletes it
 
 
-DownloadResult = Union[DownloadedFile, DownloadFailure]
+DownloadResult = Union[DownloadedFile, TaskFailure]
 
 
 class _TooLarge(Exception):
@@ -132,21 +115,21 @@ class AttachmentDownloader:
             else:
                 file_name = ""  # named by the final response (Content-Disposition or URL)
         except BlockedUrl as exc:
-            return DownloadFailure(FailureCategory.PERMANENT, "blocked_url", str(exc))
+            return TaskFailure(FailureCategory.PERMANENT, "blocked_url", str(exc))
         except WrongFileType as exc:
-            return DownloadFailure(FailureCategory.PERMANENT, "wrong_file_type", str(exc))
+            return TaskFailure(FailureCategory.PERMANENT, "wrong_file_type", str(exc))
         expiry = presigned_expiry(url)
         if expiry is not None and expiry <= datetime.now(timezone.utc):
-            return DownloadFailure(
+            return TaskFailure(
                 FailureCategory.PERMANENT, "expired_link", f"presigned URL expired at {expiry.isoformat()}"
             )
         if not self.breakers.allow(checked.host):
-            return DownloadFailure(
+            return TaskFailure(
                 FailureCategory.CIRCUIT_OPEN, "circuit_open", f"circuit for {checked.host} is open"
             )
         async with self._slots:
             result = await self._fetch(url, file_name)
-        if isinstance(result, DownloadFailure) and result.category is FailureCategory.TRANSIENT:
+        if isinstance(result, TaskFailure) and result.category is FailureCategory.TRANSIENT:
             self.breakers.record_failure(checked.host)
         else:
             self.breakers.record_success(checked.host)
@@ -160,7 +143,7 @@ class AttachmentDownloader:
                     if response.status in REDIRECT_STATUSES:
                         location = response.headers.get("Location")
                         if not location:
-                            return DownloadFailure(FailureCategory.PERMANENT, "bad_redirect", "redirect without Location")
+                            return TaskFailure(FailureCategory.PERMANENT, "bad_redirect", "redirect without Location")
                         url = urljoin(url, location)
                         check_url(url, self.policy)
                         continue
@@ -170,23 +153,23 @@ class AttachmentDownloader:
                     extension = file_extension(file_name)
                     check_extension(extension, self._allowed_extensions)
                     return await self._stream(response, file_name, extension)
-            return DownloadFailure(FailureCategory.PERMANENT, "too_many_redirects", "redirect limit reached")
+            return TaskFailure(FailureCategory.PERMANENT, "too_many_redirects", "redirect limit reached")
         except BlockedUrl as exc:
-            return DownloadFailure(FailureCategory.PERMANENT, "blocked_redirect", str(exc))
+            return TaskFailure(FailureCategory.PERMANENT, "blocked_redirect", str(exc))
         except WrongFileType as exc:
-            return DownloadFailure(FailureCategory.PERMANENT, "wrong_file_type", str(exc))
+            return TaskFailure(FailureCategory.PERMANENT, "wrong_file_type", str(exc))
         except _TooLarge as exc:
-            return DownloadFailure(FailureCategory.PERMANENT, "too_large", str(exc))
+            return TaskFailure(FailureCategory.PERMANENT, "too_large", str(exc))
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, BlockedAddress):
-                return DownloadFailure(FailureCategory.PERMANENT, "blocked_address", str(exc.os_error))
+                return TaskFailure(FailureCategory.PERMANENT, "blocked_address", str(exc.os_error))
             if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
-                return DownloadFailure(FailureCategory.PERMANENT, "ssl_error", type(exc).__name__)
-            return DownloadFailure(FailureCategory.TRANSIENT, "connection_error", type(exc).__name__)
+                return TaskFailure(FailureCategory.PERMANENT, "ssl_error", type(exc).__name__)
+            return TaskFailure(FailureCategory.TRANSIENT, "connection_error", type(exc).__name__)
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            return DownloadFailure(FailureCategory.TRANSIENT, "timeout", "connect or read timed out")
+            return TaskFailure(FailureCategory.TRANSIENT, "timeout", "connect or read timed out")
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            return DownloadFailure(FailureCategory.TRANSIENT, "connection_error", type(exc).__name__)
+            return TaskFailure(FailureCategory.TRANSIENT, "connection_error", type(exc).__name__)
 
     async def _stream(
         self, response: aiohttp.ClientResponse, file_name: str, extension: str
@@ -215,7 +198,7 @@ class AttachmentDownloader:
                 check_content(extension, content_type, head)
             if response.content_length is not None and size != response.content_length:
                 out.close()
-                return DownloadFailure(FailureCategory.TRANSIENT, "truncated", f"{size} of {response.content_length} bytes")
+                return TaskFailure(FailureCategory.TRANSIENT, "truncated", f"{size} of {response.content_length} bytes")
         except BaseException:
             out.close()
             raise
@@ -240,34 +223,14 @@ def _response_file_name(response: aiohttp.ClientResponse) -> str:
     return safe_file_name(response.url.path)
 
 
-async def _http_failure(response: aiohttp.ClientResponse) -> DownloadFailure:
-    status = response.status
-    code = f"http_{status}"
-    if status in (404, 410):
-        return DownloadFailure(FailureCategory.PERMANENT, code, f"HTTP {status}")
-    if status in (401, 403):
+async def _http_failure(response: aiohttp.ClientResponse) -> TaskFailure:
+    """By status; a 401/403 whose body says the link expired (S3's "Request has expired") is
+    an expired link, which a refresh of the URL can mend."""
+    if response.status in (401, 403):
         snippet = (await response.content.read(2048)).decode("utf-8", "replace").lower()
         if "expired" in snippet:
-            return DownloadFailure(FailureCategory.PERMANENT, "expired_link", f"HTTP {status}: link expired")
-        return DownloadFailure(FailureCategory.AUTH, code, f"HTTP {status}")
-    if status in TRANSIENT_STATUSES or status >= 500:
-        return DownloadFailure(
-            FailureCategory.TRANSIENT, code, f"HTTP {status}", _retry_after(response.headers.get("Retry-After"))
-        )
-    return DownloadFailure(FailureCategory.PERMANENT, code, f"HTTP {status}")
-
-
-def _retry_after(value: Optional[str]) -> Optional[float]:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date)."""
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+            return TaskFailure(FailureCategory.PERMANENT, "expired_link", f"HTTP {response.status}: link expired")
+    return http_failure(response.status, response.headers.get("Retry-After"))
 
 
 class AttachmentHttpResource(dg.ConfigurableResource):

@@ -13,7 +13,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 from pipeline_defs.lib.delta import scan_snapshot
 from pipeline_defs.lib.dlq import RejectedRecord, dead_letter
-from pipeline_defs.lib.kafka import KafkaResource, OutRecord
+from pipeline_defs.lib.kafka import OutRecord, Topic
 from pipeline_defs.lib.kafka_to_delta import (
     LINEAGE_COLUMNS,
     PARTITION_COLUMN,
@@ -36,17 +36,6 @@ class EventLogSpec:
     @property
     def schema(self) -> pa.Schema:
         return pa.unify_schemas([self.columns, LINEAGE_COLUMNS])
-
-
-@dataclass(frozen=True)
-class Topic:
-    """A topic on a cluster, for records a sink produces."""
-
-    kafka: KafkaResource
-    name: str
-
-    def send(self, records: Iterable[OutRecord]) -> int:
-        return self.kafka.produce(self.name, records)
 
 
 @dataclass

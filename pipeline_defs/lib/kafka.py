@@ -313,6 +313,17 @@ class KafkaResource(dg.ConfigurableResource):
         }
 
 
+@dataclass(frozen=True)
+class Topic:
+    """A topic on a cluster, for records a sink produces."""
+
+    kafka: KafkaResource
+    name: str
+
+    def send(self, records: Iterable[OutRecord]) -> int:
+        return self.kafka.produce(self.name, records)
+
+
 def _result(future: Any, timeout_s: float, what: str) -> Any:
     try:
         return future.result(timeout=timeout_s)

@@ -10,8 +10,19 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import dagster as dg
 
-from pipeline_defs.lib.kafka import KafkaResource, KafkaUnavailableError
-from pipeline_defs.lib.kafka_to_delta import IngestMode, IngestReport
+import polars as pl
+
+from pipeline_defs.lib.delta import DeltaLakeResource
+from pipeline_defs.lib.event_log import EventLogSink, EventLogSpec
+from pipeline_defs.lib.kafka import KafkaResource, KafkaUnavailableError, Topic
+from pipeline_defs.lib.kafka_to_delta import (
+    BatchContext,
+    IngestMode,
+    IngestReport,
+    TaskSink,
+    consume_ranges,
+    repair_day,
+)
 from pipeline_defs.lib.offset_ranges import (
     EVENTS_TAG,
     RANGES_TAG,
@@ -97,6 +108,29 @@ def build_offset_range_sensor(
     return _sensor
 
 
+def build_task_sensors(
+    *, name: str, job: Any, asset_name: str, pending_of: Callable[[PipelineConfigResource], str], what: str
+) -> tuple[dg.SensorDefinition, dg.SensorDefinition]:
+    """The two sensors of a task topic: new tasks, and the due part of its retry topics."""
+    pending = build_offset_range_sensor(
+        name=f"{name}_pending_sensor",
+        job=job,
+        asset_name=asset_name,
+        topics_of=lambda pipeline: [SensorTopic(pending_of(pipeline))],
+        description=f"Plans new {what} into {asset_name} runs.",
+        source_resource_key="kafka",
+    )
+    retries = build_offset_range_sensor(
+        name=f"{name}_retry_sensor",
+        job=job,
+        asset_name=asset_name,
+        topics_of=lambda pipeline: [SensorTopic(t, d) for t, d in pipeline.retry_topics(pending_of(pipeline))],
+        description=f"Plans the due part of each retry topic of {what} (tasks that have waited their delay) into {asset_name} runs.",
+        source_resource_key="kafka",
+    )
+    return pending, retries
+
+
 def _remaining(deadline: float, kafka: KafkaResource) -> float:
     left = deadline - time.monotonic()
     if left <= 0:
@@ -177,6 +211,91 @@ def batch_for_run(context: dg.AssetExecutionContext, topic: str, kafka: KafkaRes
     after = kafka.offsets_for_timestamp(topic, _ms(start + timedelta(days=1)), timeout)
     ranges = [OffsetRange(topic, p, first[p], after[p]) for p in sorted(first) if after[p] > first[p]]
     return RunBatch(IngestMode.BACKFILL, day, ranges)
+
+
+def ingest_events(
+    context: dg.AssetExecutionContext,
+    *,
+    spec: EventLogSpec,
+    source_kafka: KafkaResource,
+    kafka: KafkaResource,
+    lake: DeltaLakeResource,
+    pipeline: PipelineConfigResource,
+    topic: str,
+    dlq_topic: str,
+    follow_up_topic: str,
+    follow_ups: Callable[[pl.DataFrame], Any],
+) -> tuple[IngestReport, IngestMode]:
+    """A run of an event-log asset: its planned ranges (or, for a backfill, its day) of
+    ``topic`` into ``spec``'s table; bad messages to ``dlq_topic``; each new row's follow-up
+    records (download or enrichment tasks) to ``follow_up_topic``."""
+    batch = batch_for_run(context, topic, source_kafka)
+    sink = EventLogSink(
+        spec=spec,
+        dead_letters=Topic(kafka, dlq_topic),
+        dedup_window_days=pipeline.ingest.dedup_window_days,
+        follow_up=Topic(kafka, follow_up_topic),
+        follow_ups=follow_ups,
+    )
+    run = BatchContext(
+        group_id=pipeline.consumer_group(spec.table),
+        run_id=context.run.run_id,
+        ingestion_date=batch.day,
+        mode=batch.mode,
+        report=IngestReport(),
+        log=context.log,
+    )
+    report = consume_ranges(
+        batch.ranges, sink=sink, source=source_kafka, lake=lake, context=run, batch_size=pipeline.ingest.max_events_per_run
+    )
+    return report, batch.mode
+
+
+@dataclass(frozen=True)
+class RepairSource:
+    """Where a backfill of a task asset finds a day's work: rows of an event table."""
+
+    events_table: str
+    event_columns: Sequence[str]
+    tasks_from_events: Callable[[pl.DataFrame], Sequence[Any]]
+
+
+def work_tasks(
+    context: dg.AssetExecutionContext,
+    *,
+    sink: TaskSink,
+    kafka: KafkaResource,
+    lake: DeltaLakeResource,
+    pipeline: PipelineConfigResource,
+    asset_name: str,
+    pending_topic: str,
+    repair: RepairSource,
+) -> tuple[IngestReport, IngestMode]:
+    """A run of a task asset: the planned ranges of the task topic and its retry topics, or,
+    without range tags (a backfill), the day's tasks derived again from the event table."""
+    ranges = planned_ranges(context, [pending_topic, *(t for t, _ in pipeline.retry_topics(pending_topic))])
+    run = BatchContext(
+        group_id=pipeline.consumer_group(asset_name),
+        run_id=context.run.run_id,
+        ingestion_date=date.fromisoformat(context.partition_key),
+        mode=IngestMode.STREAM if ranges is not None else IngestMode.BACKFILL,
+        report=IngestReport(),
+        log=context.log,
+    )
+    batch_size = pipeline.ingest.tasks_per_commit
+    if ranges is not None:
+        report = consume_ranges(ranges, sink=sink, source=kafka, lake=lake, context=run, batch_size=batch_size)
+    else:
+        report = repair_day(
+            sink,
+            lake,
+            run,
+            events_table=repair.events_table,
+            event_columns=repair.event_columns,
+            tasks_from_events=repair.tasks_from_events,
+            batch_size=batch_size,
+        )
+    return report, run.mode
 
 
 def _ms(moment: datetime) -> int:

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import dagster as dg
 
+from pipeline_defs.lib.claimx.api import ClaimXApiResource
 from pipeline_defs.lib.delta import DeltaLakeResource
 from pipeline_defs.lib.downloader import AttachmentHttpResource
 from pipeline_defs.lib.file_store import FileStoreResource
@@ -30,5 +31,7 @@ def build_resources(settings: PipelineSettings) -> dict[str, Any]:
         "lake": DeltaLakeResource(storage=settings.storage, azure_account_key=account_key),
         "files": FileStoreResource(storage=settings.storage, azure_account_key=account_key),
         "attachment_http": AttachmentHttpResource(settings=settings.downloads),
+        "claimx_api": ClaimXApiResource(settings=settings.claimx_api, token=_secret(settings.claimx_api.token_env)),
+        "claimx_media_http": AttachmentHttpResource(settings=settings.claimx_media),
         "pipeline": PipelineConfigResource(topics=settings.topics, ingest=settings.ingest, dlq=settings.dlq),
     }

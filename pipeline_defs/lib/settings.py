@@ -43,6 +43,12 @@ class TopicNames(dg.Config):
     xact_events_dlq: str = "events.raw.dlq"
     xact_downloads_pending: str = "downloads.pending"
     xact_downloads_dlq: str = "downloads.dlq"
+    claimx_events: str = "claimx.events.raw"
+    claimx_events_dlq: str = "claimx.events.raw.dlq"
+    claimx_enrichment_pending: str = "claimx.enrichment.pending"
+    claimx_enrichment_dlq: str = "claimx.enrichment.dlq"
+    claimx_downloads_pending: str = "claimx.downloads.pending"
+    claimx_downloads_dlq: str = "claimx.downloads.dlq"
     partitions: int = 6  # used only when this project creates the topics (local stack)
 
 
@@ -79,12 +85,26 @@ class DownloadSettings(dg.Config):
     temp_dir: Optional[str] = None
 
 
+class ClaimXApiSettings(dg.Config):
+    """The ClaimX REST API: where it is, how hard we may press it, when we stop trying."""
+
+    base_url: str = "https://api.claimx.example/v1"
+    token_env: Optional[str] = None  # env var holding the bearer token, e.g. CLAIMX_API_TOKEN
+    max_concurrent: int = 20
+    timeout_s: float = 15.0
+    max_attempts: int = 3  # per call, for 5xx/429/timeouts; then the task goes to a retry topic
+    backoff_s: float = 0.5  # first wait between attempts; doubles, with jitter
+    max_backoff_s: float = 10.0
+    circuit_failure_threshold: int = 5
+    circuit_reset_s: float = 30.0
+
+
 class IngestSettings(dg.Config):
     """Bounds for the Kafka offset-range sensors and the runs they launch."""
 
     consumer_group_prefix: str = "pipeline"
     max_events_per_run: int = 50_000
-    attachments_per_commit: int = 5_000  # attachment runs commit (and show progress) this often
+    tasks_per_commit: int = 5_000  # download and enrichment runs commit (and show progress) this often
     max_runs_per_tick: int = 4
     tick_budget_s: float = 20.0
     start_from: str = "earliest"  # earliest | latest, for partitions with no committed offset
@@ -116,6 +136,9 @@ class PipelineSettings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     ingest: IngestSettings = IngestSettings()
     downloads: DownloadSettings = DownloadSettings()
+    claimx_api: ClaimXApiSettings = ClaimXApiSettings()
+    # ClaimX media come from presigned links on the media hosts; their own allowlist.
+    claimx_media: DownloadSettings = DownloadSettings(allowed_extensions=["jpg", "jpeg", "png", "heic", "mp4", "mov", "pdf"])
     dlq: DlqSettings = DlqSettings()
 
     @classmethod
@@ -148,7 +171,12 @@ class PipelineConfigResource(dg.ConfigurableResource):
 
     def all_topics(self) -> list[str]:
         named = [v for v in self.topics.model_dump().values() if isinstance(v, str)]
-        return named + [t for t, _ in self.retry_topics(self.topics.xact_downloads_pending)]
+        return named + [t for base in self.retried_topics() for t, _ in self.retry_topics(base)]
+
+    def retried_topics(self) -> list[str]:
+        """Task topics whose failures wait in retry topics."""
+        t = self.topics
+        return [t.xact_downloads_pending, t.claimx_enrichment_pending, t.claimx_downloads_pending]
 
 
 def retry_topic_name(base: str, delay_s: int) -> str:

@@ -1,1 +1,2 @@
-"""Sample data for local runs and tests: realistic events and an attachment host."""
+"""Sample data for local runs and tests: realistic XACT and ClaimX events, an attachment host,
+the ClaimX API double and its media host."""

@@ -1,9 +1,11 @@
-"""Sample XACT traffic for the local stack: ``python -m pipeline_defs.sim``.
+"""Sample XACT and ClaimX traffic for the local stack: ``python -m pipeline_defs.sim``.
 
-Produces realistic events to the XACT events topic at ``--rate`` per second, resends some
-(``--duplicate-ratio``), sends some broken ones (``--malformed-ratio``), and serves the
-attachment URLs it emits from an HTTP host on 127.0.0.1, a few of them failing the way real
-hosts fail (404, a 503 once, an HTML page instead of a PDF).
+Produces realistic XACT events at ``--rate`` per second and ClaimX events at ``--claimx-rate``,
+resends some (``--duplicate-ratio``), sends some broken ones (``--malformed-ratio``), and serves
+what the pipeline fetches from hosts on 127.0.0.1: the XACT attachment host (a few URLs failing
+the way real hosts fail: 404, a 503 once, an HTML page instead of a PDF), the ClaimX API double
+(``--claimx-api-port``) and the ClaimX media host its presigned links point at. A few ClaimX
+events name a project the API does not know (404), so the enrichment DLQ has something to show.
 """
 
 from __future__ import annotations
@@ -11,53 +13,106 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import random
 import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from confluent_kafka import Producer
 
 from pipeline_defs.lib.resources import kafka_resource
 from pipeline_defs.lib.settings import PipelineSettings
 from pipeline_defs.sim.attachment_host import AttachmentHost
+from pipeline_defs.sim.claimx_api import ClaimXApiDouble
+from pipeline_defs.sim.claimx_events import MALFORMED_CLAIMX_MESSAGES, ClaimXEventSource
+from pipeline_defs.sim.claimx_world import ClaimXWorld
 from pipeline_defs.sim.events import MALFORMED_MESSAGES, encode, with_failing_attachments, xact_event
 
 log = logging.getLogger("pipeline_defs.sim")
 
 
+@dataclass
+class Stream:
+    """One topic's traffic: how to make an event, its key, and the broken messages to mix in."""
+
+    topic: str
+    rate: int
+    make: Callable[[], dict]
+    key_of: Callable[[dict], bytes]
+    malformed: list[bytes]
+    recent: list[dict] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+
+
+def produce_second(producer: Producer, stream: Stream, rng: random.Random, args: argparse.Namespace) -> None:
+    for _ in range(stream.rate):
+        roll = rng.random()
+        if roll < args.malformed_ratio:
+            producer.produce(stream.topic, value=rng.choice(stream.malformed), key=b"malformed")
+            stream.counts["malformed"] += 1
+        elif roll < args.malformed_ratio + args.duplicate_ratio and stream.recent:
+            event = rng.choice(stream.recent)
+            producer.produce(stream.topic, value=encode(event), key=stream.key_of(event))
+            stream.counts["duplicates"] += 1
+        else:
+            event = stream.make()
+            stream.recent = (stream.recent + [event])[-1_000:]
+            producer.produce(stream.topic, value=encode(event), key=stream.key_of(event))
+        stream.counts["sent"] += 1
+        producer.poll(0)
+
+
 async def produce_forever(args: argparse.Namespace) -> None:
     settings = PipelineSettings()
-    host = AttachmentHost(port=args.http_port, file_size=args.file_size, host_name=args.host_name)
-    await host.start()
-    producer = kafka_resource(settings.source_kafka).producer()
-    topic = settings.topics.xact_events
     rng = random.Random(args.seed)
-    recent: list[dict] = []
-    sent = duplicates = malformed = 0
-    log.info(f"producing to {topic} at {args.rate}/s; attachments from {host.base_url}")
+    host = AttachmentHost(port=args.http_port, file_size=args.file_size, host_name=args.host_name)
+    media = AttachmentHost(port=args.media_port, file_size=args.file_size, host_name=args.media_host_name)
+    world = ClaimXWorld(media.base_url)
+    api = ClaimXApiDouble(world, port=args.claimx_api_port, token=os.environ.get(settings.claimx_api.token_env or "", ""))
+    for server in (host, media, api):
+        await server.start()
+    claimx = ClaimXEventSource(world, rng)
+
+    def claimx_event() -> dict:
+        event = claimx.event()
+        if rng.random() < args.unknown_project_ratio and event["event_type"] == "PROJECT_CREATED":
+            api.not_found(str(event["project_id"]))
+        return event
+
+    streams = [
+        Stream(
+            settings.topics.xact_events,
+            args.rate,
+            lambda: with_failing_attachments(xact_event(rng, host.base_url), rng),
+            lambda e: e["trace_id"].encode(),
+            MALFORMED_MESSAGES,
+        ),
+        Stream(
+            settings.topics.claimx_events,
+            args.claimx_rate,
+            claimx_event,
+            lambda e: str(e["project_id"]).encode(),
+            MALFORMED_CLAIMX_MESSAGES,
+        ),
+    ]
+    producer = kafka_resource(settings.source_kafka).producer()
+    log.info(f"XACT {args.rate}/s and ClaimX {args.claimx_rate}/s; attachments {host.base_url}, ClaimX API {api.base_url}")
     started = time.monotonic()
     try:
-        while args.count is None or sent < args.count:
+        while args.count is None or streams[0].counts["sent"] < args.count:
             second = time.monotonic()
-            for _ in range(args.rate):
-                roll = rng.random()
-                if roll < args.malformed_ratio:
-                    producer.produce(topic, value=rng.choice(MALFORMED_MESSAGES), key=b"malformed")
-                    malformed += 1
-                elif roll < args.malformed_ratio + args.duplicate_ratio and recent:
-                    event = rng.choice(recent)
-                    producer.produce(topic, value=encode(event), key=event["trace_id"].encode())
-                    duplicates += 1
-                else:
-                    event = with_failing_attachments(xact_event(rng, host.base_url), rng)
-                    recent = (recent + [event])[-1_000:]
-                    producer.produce(topic, value=encode(event), key=event["trace_id"].encode())
-                sent += 1
-                producer.poll(0)
+            for stream in streams:
+                produce_second(producer, stream, rng, args)
             producer.flush(10)
-            if sent % (args.rate * 10) < args.rate:
-                log.info(f"sent {sent} ({duplicates} duplicates, {malformed} malformed) in {time.monotonic() - started:.0f}s")
+            if int(second - started) % 10 == 0:
+                log.info(" ".join(f"{s.topic}: {dict(s.counts)}" for s in streams) + f" after {second - started:.0f}s")
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - second)))
     finally:
         producer.flush(10)
-        await host.stop()
+        for server in (host, media, api):
+            await server.stop()
 
 
 def main() -> None:
@@ -73,6 +128,11 @@ def main() -> None:
         help="host name in attachment URLs; the local config resolves it to 127.0.0.1",
     )
     parser.add_argument("--file-size", type=int, default=64 * 1024, help="bytes per attachment")
+    parser.add_argument("--claimx-rate", type=int, default=5, help="ClaimX events per second")
+    parser.add_argument("--claimx-api-port", type=int, default=8766)
+    parser.add_argument("--media-port", type=int, default=8767)
+    parser.add_argument("--media-host-name", default="media.claimx.sim.test")
+    parser.add_argument("--unknown-project-ratio", type=float, default=0.05, help="new ClaimX projects the API 404s")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
 from collections import Counter
 from typing import Optional
 from urllib.parse import unquote
 
 from aiohttp import web
+
+from pipeline_defs.sim.http_server import LocalHttpServer
 
 MAGIC = {
     "pdf": (b"%PDF-1.7\n", "application/pdf"),
@@ -49,23 +50,13 @@ def _kind(path: str) -> tuple[bytes, str]:
     return MAGIC.get(extension, (b"", "application/octet-stream"))
 
 
-class AttachmentHost:
+class AttachmentHost(LocalHttpServer):
     def __init__(self, port: int = 0, file_size: int = 64 * 1024, host_name: str = "127.0.0.1"):
-        self.port = port
+        super().__init__(port, host_name)
         self.file_size = file_size
-        self.host_name = host_name
         self.requests: Counter[str] = Counter()
         self._failing: dict[str, int] = {}
         self._outage: Optional[int] = None
-        self._runner: Optional[web.AppRunner] = None
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host_name}:{self.port}"
-
-    def url(self, path: str) -> str:
-        return f"{self.base_url}/{path.lstrip('/')}"
 
     def fail(self, path: str, status: int) -> None:
         self._failing["/" + path.lstrip("/")] = status
@@ -133,34 +124,3 @@ class AttachmentHost:
     async def _redirect(self, request: web.Request) -> web.Response:
         self.requests[request.path] += 1
         raise web.HTTPFound(request.query["to"])
-
-    async def start(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]  # the port chosen when port=0
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def start_in_thread(self) -> "AttachmentHost":
-        """Serve from a background thread (tests, benchmarks)."""
-        started = threading.Event()
-
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self.start())
-            started.set()
-            self._loop.run_forever()
-
-        threading.Thread(target=serve, name="attachment-host", daemon=True).start()
-        if not started.wait(10):
-            raise RuntimeError("attachment host did not start")
-        return self
-
-    def stop_thread(self) -> None:
-        if self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self.stop(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_defs.lib.downloader import DownloadedFile, DownloadFailure, FailureCategory
+from pipeline_defs.lib.downloader import DownloadedFile
+from pipeline_defs.lib.failures import FailureCategory, TaskFailure
 from pipeline_defs.sim.attachment_host import AttachmentHost, file_body
 
 
@@ -50,7 +51,7 @@ def test_a_file_is_streamed_to_disk_with_size_type_and_checksum(attachment_http,
 )
 def test_failures_are_classified(attachment_http, tmp_path, host, path, category, code):
     (result,), _ = fetch(attachment_http, tmp_path, host.url(path))
-    assert isinstance(result, DownloadFailure)
+    assert isinstance(result, TaskFailure)
     assert (result.category, result.code) == (category, code)
     assert list(tmp_path.iterdir()) == []  # no partial file left behind
 

@@ -7,7 +7,8 @@ from typing import Callable
 from azure.storage.blob import BlobServiceClient
 
 from pipeline_defs.lib.delta import DeltaLakeResource
-from pipeline_defs.lib.event_log import EventLogSink, Topic
+from pipeline_defs.lib.event_log import EventLogSink
+from pipeline_defs.lib.kafka import Topic
 from pipeline_defs.lib.kafka_to_delta import BatchContext, IngestMode, IngestReport, consume_ranges, watermark_app_id
 from pipeline_defs.lib.offset_ranges import OffsetRange
 from pipeline_defs.lib.schemas.xact import XACT_EVENTS

@@ -1,6 +1,7 @@
 """Every dead-letter topic of the platform, by the name operators use."""
 
 from pipeline_defs.lib.dlq_views import DlqViewSpec, record_dlq, task_dlq
+from pipeline_defs.lib.schemas.claimx import ClaimXDownloadTask, ClaimXEnrichmentTask
 from pipeline_defs.lib.schemas.xact import XactDownloadTask
 
 DLQ_VIEWS: dict[str, DlqViewSpec] = {
@@ -12,6 +13,19 @@ DLQ_VIEWS: dict[str, DlqViewSpec] = {
             lambda p: p.topics.xact_downloads_dlq,
             lambda p: p.topics.xact_downloads_pending,
             XactDownloadTask,
+        ),
+        record_dlq("claimx_events", lambda p: p.topics.claimx_events_dlq),
+        task_dlq(
+            "claimx_enrichment",
+            lambda p: p.topics.claimx_enrichment_dlq,
+            lambda p: p.topics.claimx_enrichment_pending,
+            ClaimXEnrichmentTask,
+        ),
+        task_dlq(
+            "claimx_downloads",
+            lambda p: p.topics.claimx_downloads_dlq,
+            lambda p: p.topics.claimx_downloads_pending,
+            ClaimXDownloadTask,
         ),
     ]
 }

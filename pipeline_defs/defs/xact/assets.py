@@ -1,23 +1,18 @@
-from datetime import date
+"""XACT: the event log and the attachment inventory."""
 
 import dagster as dg
 
-from pipeline_defs.defs.xact.checks import (
-    xact_attachments_check_specs,
-    xact_attachments_checks,
-    xact_events_check_specs,
-    xact_events_checks,
-)
-from pipeline_defs.lib.attachments import AttachmentInventorySink, Retries, repair_day
+from pipeline_defs.defs.xact.checks import REQUIRED_EVENT_COLUMNS, xact_attachments_check_specs, xact_events_check_specs
+from pipeline_defs.lib.attachments import AttachmentInventorySink
 from pipeline_defs.lib.delta import DeltaLakeResource
+from pipeline_defs.lib.delta_checks import event_log_checks, inventory_checks
 from pipeline_defs.lib.downloader import AttachmentHttpResource
-from pipeline_defs.lib.event_log import EventLogSink, Topic
 from pipeline_defs.lib.file_store import FileStoreResource
-from pipeline_defs.lib.kafka import KafkaResource
-from pipeline_defs.lib.kafka_to_delta import BatchContext, IngestMode, IngestReport, consume_ranges
+from pipeline_defs.lib.kafka import KafkaResource, Topic
 from pipeline_defs.lib.partitions import ingestion_days
 from pipeline_defs.lib.policies import OWNERS, TRANSIENT_FAILURE_RETRY
-from pipeline_defs.lib.range_runs import batch_for_run, ingest_metadata, planned_ranges
+from pipeline_defs.lib.range_runs import RepairSource, ingest_events, ingest_metadata, work_tasks
+from pipeline_defs.lib.retries import Retries
 from pipeline_defs.lib.schemas.xact import (
     XACT_ATTACHMENTS,
     XACT_EVENTS,
@@ -51,29 +46,24 @@ def xact_events(
     pipeline: PipelineConfigResource,
 ) -> dg.MaterializeResult:
     topics = pipeline.topics
-    batch = batch_for_run(context, topics.xact_events, source_kafka)
-    sink = EventLogSink(
+    report, mode = ingest_events(
+        context,
         spec=XACT_EVENTS,
-        dead_letters=Topic(kafka, topics.xact_events_dlq),
-        dedup_window_days=pipeline.ingest.dedup_window_days,
-        follow_up=Topic(kafka, topics.xact_downloads_pending),
+        source_kafka=source_kafka,
+        kafka=kafka,
+        lake=lake,
+        pipeline=pipeline,
+        topic=topics.xact_events,
+        dlq_topic=topics.xact_events_dlq,
+        follow_up_topic=topics.xact_downloads_pending,
         follow_ups=xact_download_task_records,
     )
-    run = BatchContext(
-        group_id=pipeline.consumer_group("xact_events"),
-        run_id=context.run.run_id,
-        ingestion_date=batch.day,
-        mode=batch.mode,
-        report=IngestReport(),
-        log=context.log,
-    )
-    report = consume_ranges(
-        batch.ranges, sink=sink, source=source_kafka, lake=lake, context=run,
-        batch_size=pipeline.ingest.max_events_per_run,
-    )
     return dg.MaterializeResult(
-        metadata=ingest_metadata(report, source_kafka, batch.mode),
-        check_results=xact_events_checks(lake, context.run.run_id, pipeline.ingest.dedup_window_days),
+        metadata=ingest_metadata(report, source_kafka, mode),
+        check_results=event_log_checks(
+            lake, XACT_EVENTS.table, XACT_EVENTS.key_columns, REQUIRED_EVENT_COLUMNS,
+            context.run.run_id, pipeline.ingest.dedup_window_days, "trace_id_unique",
+        ),
     )
 
 
@@ -102,41 +92,22 @@ def xact_attachments(
     pipeline: PipelineConfigResource,
 ) -> dg.MaterializeResult:
     pending = pipeline.topics.xact_downloads_pending
-    retry_topics = pipeline.retry_topics(pending)
     sink = AttachmentInventorySink(
         spec=XACT_ATTACHMENTS,
         http=attachment_http,
         files=files,
-        retries=Retries(retry_topics, Topic(kafka, pipeline.topics.xact_downloads_dlq)),
+        retries=Retries(pipeline.retry_topics(pending), Topic(kafka, pipeline.topics.xact_downloads_dlq)),
     )
-    ranges = planned_ranges(context, [pending, *(t for t, _ in retry_topics)])
-    day = date.fromisoformat(context.partition_key)
-    run = BatchContext(
-        group_id=pipeline.consumer_group("xact_attachments"),
-        run_id=context.run.run_id,
-        ingestion_date=day,
-        mode=IngestMode.STREAM if ranges is not None else IngestMode.BACKFILL,
-        report=IngestReport(),
-        log=context.log,
+    report, mode = work_tasks(
+        context, sink=sink, kafka=kafka, lake=lake, pipeline=pipeline, asset_name="xact_attachments",
+        pending_topic=pending, repair=RepairSource(XACT_EVENTS.table, XACT_TASK_COLUMNS, xact_download_tasks),
     )
-    if ranges is not None:
-        report = consume_ranges(
-            ranges, sink=sink, source=kafka, lake=lake, context=run,
-            batch_size=pipeline.ingest.attachments_per_commit,
-        )
-    else:
-        report = repair_day(
-            sink, lake, run,
-            events_table=XACT_EVENTS.table,
-            event_columns=XACT_TASK_COLUMNS,
-            tasks_from_events=xact_download_tasks,
-            batch_size=pipeline.ingest.attachments_per_commit,
-        )
-    metadata = ingest_metadata(report, kafka, run.mode)
+    metadata = ingest_metadata(report, kafka, mode)
     metadata["circuit_transitions"] = dg.MetadataValue.json(sink.breaker_transitions)
     return dg.MaterializeResult(
         metadata=metadata,
-        check_results=xact_attachments_checks(
-            lake, files, context.run.run_id, report, pipeline.ingest.failed_attachment_ratio_warn
+        check_results=inventory_checks(
+            XACT_ATTACHMENTS.table, XACT_ATTACHMENTS.key_columns, lake, files, context.run.run_id, report,
+            pipeline.ingest.failed_attachment_ratio_warn,
         ),
     )

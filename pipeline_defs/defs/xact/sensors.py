@@ -1,7 +1,7 @@
 import dagster as dg
 
 from pipeline_defs.defs.xact.assets import xact_attachments, xact_events
-from pipeline_defs.lib.range_runs import SensorTopic, build_offset_range_sensor
+from pipeline_defs.lib.range_runs import SensorTopic, build_offset_range_sensor, build_task_sensors
 
 xact_events_job = dg.define_asset_job(
     "xact_events_job",
@@ -23,26 +23,10 @@ xact_events_sensor = build_offset_range_sensor(
     description="Plans new events.raw offsets into xact_events runs.",
 )
 
-xact_attachments_sensor = build_offset_range_sensor(
-    name="xact_attachments_pending_sensor",
+xact_attachments_sensor, xact_attachments_retry_sensor = build_task_sensors(
+    name="xact_attachments",
     job=xact_attachments_job,
     asset_name="xact_attachments",
-    topics_of=lambda pipeline: [SensorTopic(pipeline.topics.xact_downloads_pending)],
-    description="Plans new downloads.pending tasks into xact_attachments runs.",
-    source_resource_key="kafka",
-)
-
-xact_attachments_retry_sensor = build_offset_range_sensor(
-    name="xact_attachments_retry_sensor",
-    job=xact_attachments_job,
-    asset_name="xact_attachments",
-    topics_of=lambda pipeline: [
-        SensorTopic(topic, delay_s)
-        for topic, delay_s in pipeline.retry_topics(pipeline.topics.xact_downloads_pending)
-    ],
-    description=(
-        "Plans the due part of each download retry topic (tasks that have waited their delay) "
-        "into xact_attachments runs."
-    ),
-    source_resource_key="kafka",
+    pending_of=lambda pipeline: pipeline.topics.xact_downloads_pending,
+    what="XACT download tasks",
 )

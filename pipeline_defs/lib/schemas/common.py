@@ -5,11 +5,19 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated
 
-from pydantic import AfterValidator, StringConstraints, ValidationError
+from pydantic import AfterValidator, BeforeValidator, StringConstraints, ValidationError
 
 from pipeline_defs.lib.dlq import RejectedRecord
 
 NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=512)]
+
+
+def _integer_as_text(value: object) -> object:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+# Sources send ids as numbers or strings; the tables keep them as text.
+Identifier = Annotated[NonEmptyStr, BeforeValidator(_integer_as_text)]
 
 
 def _aware(value: datetime) -> datetime:

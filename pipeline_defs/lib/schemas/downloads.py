@@ -1,139 +1,18 @@
-"""Download work items, their failure records, and how a failure is routed."""
+"""Download work items: a retryable task that names a URL and where its file goes."""
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from datetime import date, datetime, timezone
-from typing import Any, Optional, Sequence
 
-from confluent_kafka import Message
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from pipeline_defs.lib.dlq import SourceRecord, dead_letter_record
-from pipeline_defs.lib.downloader import DownloadFailure, FailureCategory
-from pipeline_defs.lib.kafka import OutRecord
-from pipeline_defs.lib.schemas.common import UtcDatetime, rejection_from
+from pipeline_defs.lib.schemas.tasks import RetryableTask
 
 
-class SourceEvent(BaseModel):
-    """The event an attachment belongs to: its Kafka coordinates and ingestion day."""
-
-    topic: str
-    partition: int
-    offset: int
-    ingestion_date: date
-
-
-class Attempt(BaseModel):
-    attempt: int
-    at: UtcDatetime
-    category: str
-    code: str
-    detail: str
-
-
-class AttachmentTask(BaseModel):
-    """One attachment to download; ``retry_count`` failed attempts so far, each in ``history``."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    source: SourceEvent
-    retry_count: int = Field(default=0, ge=0)
-    history: list[Attempt] = Field(default_factory=list)
+class AttachmentTask(RetryableTask):
+    """One attachment to download."""
 
     @property
     @abstractmethod
     def url(self) -> str: ...
 
-    @property
-    @abstractmethod
-    def key(self) -> tuple[str, ...]:
-        """The inventory merge key."""
-
-    @property
-    @abstractmethod
-    def message_key(self) -> bytes:
-        """Kafka key: keeps an entity's tasks in one partition."""
-
     @abstractmethod
     def blob_path(self, file_name: str) -> str: ...
-
-    def encode(self) -> bytes:
-        return self.model_dump_json().encode()
-
-    def after_failure(self, failure: DownloadFailure, retry_count: int, now: datetime) -> "AttachmentTask":
-        attempt = Attempt(
-            attempt=len(self.history) + 1,
-            at=now,
-            category=failure.category.value,
-            code=failure.code,
-            detail=failure.detail,
-        )
-        return self.model_copy(update={"retry_count": retry_count, "history": [*self.history, attempt]})
-
-
-class FailedDownload(BaseModel):
-    """What a download DLQ holds: the task with its whole retry history, and the last error."""
-
-    task: dict[str, Any]
-    error_category: str
-    error_code: str
-    final_error: str
-    retry_count: int
-    failed_at: UtcDatetime
-
-
-def parse_task(task_type: type[AttachmentTask], message: Message) -> AttachmentTask:
-    try:
-        return task_type.model_validate_json(message.value() or b"")
-    except ValidationError as exc:
-        raise rejection_from(exc) from None
-
-
-def route_failure(
-    task: AttachmentTask,
-    failure: DownloadFailure,
-    *,
-    retry_topics: Sequence[tuple[str, int]],
-    dlq_topic: str,
-    carrier: Optional[SourceRecord],
-    consumer_group: str,
-    run_id: str,
-    now: Optional[datetime] = None,
-) -> tuple[str, OutRecord]:
-    """Transient and circuit-open failures wait in the next retry topic (a later one if the host
-    asked for a longer Retry-After); permanent, auth and exhausted ones go to the DLQ."""
-    now = now or datetime.now(timezone.utc)
-    retryable = failure.category in (FailureCategory.TRANSIENT, FailureCategory.CIRCUIT_OPEN)
-    level = task.retry_count
-    if failure.retry_after_s is not None:
-        waits = [i for i, (_, delay) in enumerate(retry_topics) if delay >= failure.retry_after_s]
-        level = max(level, waits[0] if waits else len(retry_topics) - 1)
-    if retryable and level < len(retry_topics):
-        next_task = task.after_failure(failure, retry_count=level + 1, now=now)
-        return retry_topics[level][0], OutRecord(value=next_task.encode(), key=task.message_key)
-    final = task.after_failure(failure, retry_count=task.retry_count, now=now)
-    reason = f"{failure.code}: {failure.detail}"
-    if retryable:
-        reason = f"retries exhausted after {len(final.history)} attempts; last {reason}"
-    payload = FailedDownload(
-        task=final.model_dump(mode="json"),
-        error_category=failure.category.value,
-        error_code=failure.code,
-        final_error=reason,
-        retry_count=final.retry_count,
-        failed_at=now,
-    )
-    source = carrier or SourceRecord(task.source.topic, task.source.partition, task.source.offset)
-    record = dead_letter_record(
-        value=payload.model_dump_json().encode(),
-        key=task.message_key,
-        source=source,
-        category=failure.category.value,
-        reason=reason,
-        consumer_group=consumer_group,
-        run_id=run_id,
-        now=now,
-    )
-    return dlq_topic, record
-

@@ -16,7 +16,8 @@ from pipeline_defs.lib.event_log import EventLogSpec
 from pipeline_defs.lib.kafka import OutRecord
 from pipeline_defs.lib.kafka_to_delta import PARTITION_COLUMN
 from pipeline_defs.lib.schemas.common import NonEmptyStr, UtcDatetime, rejection_from
-from pipeline_defs.lib.schemas.downloads import AttachmentTask, SourceEvent
+from pipeline_defs.lib.schemas.downloads import AttachmentTask
+from pipeline_defs.lib.schemas.tasks import SourceEvent
 
 
 class XactEvent(BaseModel):
@@ -143,12 +144,7 @@ def xact_download_tasks(events: pl.DataFrame) -> list[XactDownloadTask]:
             assignment_id=row["assignment_id"],
             estimate_version=row["estimate_version"],
             event_timestamp=row["event_timestamp"],
-            source=SourceEvent(
-                topic=row["kafka_topic"],
-                partition=row["kafka_partition"],
-                offset=row["kafka_offset"],
-                ingestion_date=row[PARTITION_COLUMN],
-            ),
+            source=SourceEvent.of_row(row),
         )
         for row in with_urls.iter_rows(named=True)
     ]

@@ -23,8 +23,10 @@ from pipeline_defs.sim.attachment_host import AttachmentHost
 from pipeline_defs.sim.events import MALFORMED_MESSAGES, xact_event
 from pipeline_defs_tests.kafka_helpers import execute, produce_events, produce_raw, table_rows, tick
 
-EVENTS_VIEW, DOWNLOADS_VIEW = dlq_view_assets
-EVENTS_SENSOR, DOWNLOADS_SENSOR = dlq_view_sensors
+VIEWS = {asset.key.path[-1]: asset for asset in dlq_view_assets}
+SENSORS = {sensor.name: sensor for sensor in dlq_view_sensors}
+EVENTS_VIEW, DOWNLOADS_VIEW = VIEWS["dlq_xact_events"], VIEWS["dlq_xact_downloads"]
+EVENTS_SENSOR, DOWNLOADS_SENSOR = SENSORS["dlq_xact_events_sensor"], SENSORS["dlq_xact_downloads_sensor"]
 
 
 @pytest.fixture(scope="module")

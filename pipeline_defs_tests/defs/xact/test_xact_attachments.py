@@ -129,13 +129,13 @@ def test_503_then_200_lands_after_one_retry_pass(resources, topics, kafka, lake,
     _, (first,) = run_sensor(xact_attachments_sensor, resources, instance)
     assert metadata_of(first)["retries_scheduled"] == 1 and inventory(lake).height == 0
     cursor, early = run_sensor(xact_attachments_retry_sensor, resources, instance)
-    assert early == []  # not due yet: the first retry topic holds tasks for 1 s
-    time.sleep(1.2)
+    assert early == []  # not due yet: the first retry topic holds tasks for 3 s
+    time.sleep(3.2)
     _, (retried,) = run_sensor(xact_attachments_retry_sensor, resources, instance, cursor)
 
     rows = inventory(lake)
     assert rows["attachment_url"].to_list() == [url] and rows["attempt_count"].to_list() == [2]
-    assert retried.dagster_run.tags["kafka/topic"].endswith(".retry.1s")
+    assert retried.dagster_run.tags["kafka/topic"].endswith(".retry.3s")
     assert dead_letters(consume_all, topics) == []
 
 
@@ -161,14 +161,14 @@ def test_a_read_timeout_retries_until_exhausted_then_dead_letters_with_history(
 
 
 def test_retry_after_skips_to_a_retry_topic_that_waits_long_enough(resources, topics, kafka, instance, host, consume_all):
-    produce_events(kafka, topics.xact_events, [event_with(host.url("throttle/2/a.pdf"))])
+    produce_events(kafka, topics.xact_events, [event_with(host.url("throttle/4/a.pdf"))])
     ingest_events(resources, instance)
 
     run_sensor(xact_attachments_sensor, resources, instance)
 
-    waiting = consume_all(f"{topics.xact_downloads_pending}.retry.2s")
+    waiting = consume_all(f"{topics.xact_downloads_pending}.retry.6s")
     assert len(waiting) == 1 and json.loads(waiting[0].value())["retry_count"] == 2
-    assert consume_all(f"{topics.xact_downloads_pending}.retry.1s") == []
+    assert consume_all(f"{topics.xact_downloads_pending}.retry.3s") == []
 
 
 def test_path_traversal_in_a_file_name_stays_in_its_folder(resources, topics, kafka, lake, files, instance, host):

@@ -1,0 +1,211 @@
+"""ClaimX: the event log, the entity tables the API enrichment keeps current, and the media inventory."""
+
+from typing import Iterator
+
+import dagster as dg
+
+from pipeline_defs.defs.claimx.checks import (
+    REQUIRED_EVENT_COLUMNS,
+    claimx_attachments_check_specs,
+    claimx_events_check_specs,
+    entity_check_specs,
+    entity_checks,
+)
+from pipeline_defs.lib.attachments import AttachmentInventorySink
+from pipeline_defs.lib.claimx.api import ClaimXApiResource
+from pipeline_defs.lib.claimx.enrichment import ENRICHMENT_LOG, EnrichmentSink
+from pipeline_defs.lib.claimx.entities import ENTITY_TABLES, MEDIA
+from pipeline_defs.lib.claimx.media import MediaUrlRefresher
+from pipeline_defs.lib.delta import DeltaLakeResource
+from pipeline_defs.lib.delta_checks import event_log_checks, inventory_checks
+from pipeline_defs.lib.downloader import AttachmentHttpResource
+from pipeline_defs.lib.entities import MergeStats
+from pipeline_defs.lib.file_store import FileStoreResource
+from pipeline_defs.lib.kafka import KafkaResource, Topic
+from pipeline_defs.lib.partitions import ingestion_days
+from pipeline_defs.lib.policies import OWNERS, TRANSIENT_FAILURE_RETRY
+from pipeline_defs.lib.range_runs import RepairSource, ingest_events, ingest_metadata, work_tasks
+from pipeline_defs.lib.retries import Retries
+from pipeline_defs.lib.schemas.claimx import (
+    CLAIMX_ATTACHMENTS,
+    CLAIMX_EVENTS,
+    ENRICHMENT_TASK_COLUMNS,
+    claimx_enrichment_task_records,
+    claimx_enrichment_tasks,
+    media_download_tasks,
+)
+from pipeline_defs.lib.settings import PipelineConfigResource
+
+
+@dg.asset(
+    name="claimx_events",
+    partitions_def=ingestion_days,
+    group_name="claimx",
+    kinds={"kafka", "deltalake"},
+    owners=OWNERS,
+    pool="delta_claimx_events",
+    retry_policy=TRANSIENT_FAILURE_RETRY,
+    check_specs=claimx_events_check_specs,
+    description=(
+        "Every ClaimX event from `claimx.events.raw` (all nine event types), one row per event_id, "
+        "partitioned by ingestion date. Unknown event types and invalid messages go to the ClaimX "
+        "events DLQ with their reason; each new event becomes an enrichment task."
+    ),
+)
+def claimx_events(
+    context: dg.AssetExecutionContext,
+    source_kafka: KafkaResource,
+    kafka: KafkaResource,
+    lake: DeltaLakeResource,
+    pipeline: PipelineConfigResource,
+) -> dg.MaterializeResult:
+    topics = pipeline.topics
+    report, mode = ingest_events(
+        context,
+        spec=CLAIMX_EVENTS,
+        source_kafka=source_kafka,
+        kafka=kafka,
+        lake=lake,
+        pipeline=pipeline,
+        topic=topics.claimx_events,
+        dlq_topic=topics.claimx_events_dlq,
+        follow_up_topic=topics.claimx_enrichment_pending,
+        follow_ups=claimx_enrichment_task_records,
+    )
+    return dg.MaterializeResult(
+        metadata=ingest_metadata(report, source_kafka, mode),
+        check_results=event_log_checks(
+            lake, CLAIMX_EVENTS.table, CLAIMX_EVENTS.key_columns, REQUIRED_EVENT_COLUMNS,
+            context.run.run_id, pipeline.ingest.dedup_window_days, "event_id_unique",
+        ),
+    )
+
+
+ENTITY_DESCRIPTIONS = {
+    "claimx_projects": "Latest state of each ClaimX project (claim, policy, loss, address, master file name).",
+    "claimx_contacts": "Project contacts (policyholder, adjuster) with their invite status.",
+    "claimx_media": "Media files of each project (name, type, size, capture time); the files themselves are in claimx_attachments.",
+    "claimx_tasks": "Custom tasks assigned on a project, with their status.",
+    "claimx_task_templates": "The templates custom tasks are made from, per project.",
+    "claimx_external_links": "Customer links sent for custom tasks (host only: the link's token is never stored).",
+    "claimx_video_collab": "Video collaboration sessions and their outcome.",
+}
+
+
+@dg.multi_asset(
+    name="claimx_entities",
+    specs=[
+        *(
+            dg.AssetSpec(
+                table.name,
+                deps=[claimx_events],
+                group_name="claimx",
+                kinds={"deltalake"},
+                owners=OWNERS,
+                description=f"{ENTITY_DESCRIPTIONS[table.name]} MERGEd on ({', '.join(table.keys)}) from the ClaimX API.",
+            )
+            for table in ENTITY_TABLES
+        ),
+        dg.AssetSpec(
+            ENRICHMENT_LOG,
+            deps=[claimx_events],
+            group_name="claimx",
+            kinds={"kafka", "deltalake"},
+            owners=OWNERS,
+            description=(
+                "One row per ClaimX event: enriched, retrying or dead-lettered, with the reason, the tables it "
+                "touched and the media it queued. Sensor runs work `claimx.enrichment.pending` and the due part "
+                "of its retry topics; a backfill of a day enriches that day's claimx_events again."
+            ),
+        ),
+    ],
+    partitions_def=ingestion_days,
+    pool="delta_claimx_entities",
+    retry_policy=TRANSIENT_FAILURE_RETRY,
+    check_specs=entity_check_specs,
+)
+def claimx_entities(
+    context: dg.AssetExecutionContext,
+    kafka: KafkaResource,
+    lake: DeltaLakeResource,
+    claimx_api: ClaimXApiResource,
+    pipeline: PipelineConfigResource,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    topics = pipeline.topics
+    pending = topics.claimx_enrichment_pending
+    sink = EnrichmentSink(
+        api=claimx_api,
+        lake=lake,
+        retries=Retries(pipeline.retry_topics(pending), Topic(kafka, topics.claimx_enrichment_dlq)),
+        downloads=Topic(kafka, topics.claimx_downloads_pending),
+    )
+    report, mode = work_tasks(
+        context, sink=sink, kafka=kafka, lake=lake, pipeline=pipeline, asset_name="claimx_entities",
+        pending_topic=pending, repair=RepairSource(CLAIMX_EVENTS.table, ENRICHMENT_TASK_COLUMNS, claimx_enrichment_tasks),
+    )
+    for table in ENTITY_TABLES:
+        stats = sink.merged.get(table.name, MergeStats())
+        current = lake.load(table.name)
+        yield dg.MaterializeResult(
+            asset_key=table.name,
+            metadata={
+                "rows_inserted": stats.inserted,
+                "rows_updated": stats.updated,
+                "rows_unchanged": stats.unchanged,
+                "commit_conflicts_retried": stats.conflicts,
+                "delta_version": current.version() if current is not None else -1,
+            },
+        )
+    metadata = ingest_metadata(report, kafka, mode)
+    metadata["api_calls_by_endpoint"] = dg.MetadataValue.json(dict(sink.api_calls_by_endpoint))
+    metadata["circuit_transitions"] = dg.MetadataValue.json(sink.breaker_transitions)
+    yield dg.MaterializeResult(asset_key=ENRICHMENT_LOG, metadata=metadata)
+    yield from entity_checks(lake)
+
+
+@dg.asset(
+    name="claimx_attachments",
+    partitions_def=ingestion_days,
+    deps=[MEDIA.name],
+    group_name="claimx",
+    kinds={"kafka", "deltalake", "azure"},
+    owners=OWNERS,
+    retry_policy=TRANSIENT_FAILURE_RETRY,
+    check_specs=claimx_attachments_check_specs,
+    description=(
+        "Inventory of every ClaimX media file downloaded from its presigned link and uploaded to "
+        "OneLake under `claimx/<project>/media/`, one row per media_id. Expired links are renewed "
+        "through the media API before the retry. Sensor runs work `claimx.downloads.pending` and its "
+        "due retry topics; a backfill of a day downloads that day's files missing here."
+    ),
+)
+def claimx_attachments(
+    context: dg.AssetExecutionContext,
+    kafka: KafkaResource,
+    lake: DeltaLakeResource,
+    files: FileStoreResource,
+    claimx_media_http: AttachmentHttpResource,
+    claimx_api: ClaimXApiResource,
+    pipeline: PipelineConfigResource,
+) -> dg.MaterializeResult:
+    pending = pipeline.topics.claimx_downloads_pending
+    sink = AttachmentInventorySink(
+        spec=CLAIMX_ATTACHMENTS,
+        http=claimx_media_http,
+        files=files,
+        retries=Retries(pipeline.retry_topics(pending), Topic(kafka, pipeline.topics.claimx_downloads_dlq)),
+        refresher=MediaUrlRefresher(claimx_api),
+    )
+    report, mode = work_tasks(
+        context, sink=sink, kafka=kafka, lake=lake, pipeline=pipeline, asset_name="claimx_attachments",
+        pending_topic=pending, repair=RepairSource(CLAIMX_EVENTS.table, ENRICHMENT_TASK_COLUMNS, media_download_tasks),
+    )
+    metadata = ingest_metadata(report, kafka, mode)
+    metadata["circuit_transitions"] = dg.MetadataValue.json(sink.breaker_transitions)
+    return dg.MaterializeResult(
+        metadata=metadata,
+        check_results=inventory_checks(
+            CLAIMX_ATTACHMENTS.table, CLAIMX_ATTACHMENTS.key_columns, lake, files, context.run.run_id, report,
+            pipeline.ingest.failed_attachment_ratio_warn,
+        ),
+    )

@@ -1,0 +1,59 @@
+"""Data-quality checks of the ClaimX assets, evaluated by the runs that write them."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import dagster as dg
+
+from pipeline_defs.lib.claimx.entities import ENTITY_TABLES, MEDIA, PROJECTS, TASK_TEMPLATES, TASKS
+from pipeline_defs.lib.delta import DeltaLakeResource
+from pipeline_defs.lib.delta_checks import event_log_check_specs, inventory_check_specs
+from pipeline_defs.lib.entities import dangling_references, duplicate_keys
+
+REQUIRED_EVENT_COLUMNS = ["event_id", "event_type", "project_id", "event_ingested_at"]
+
+claimx_events_check_specs = event_log_check_specs("claimx_events", "event_id_unique", REQUIRED_EVENT_COLUMNS)
+claimx_attachments_check_specs = inventory_check_specs("claimx_attachments")
+
+entity_check_specs = [
+    *(
+        dg.AssetCheckSpec(
+            "merge_keys_unique",
+            asset=table.name,
+            blocking=True,
+            description=f"Each ({', '.join(table.keys)}) appears once: the table holds one latest row per entity.",
+        )
+        for table in ENTITY_TABLES
+    ),
+    dg.AssetCheckSpec("project_exists", asset=MEDIA.name, description="Every media row's project is in claimx_projects."),
+    dg.AssetCheckSpec(
+        "template_known", asset=TASKS.name, description="WARN when a task names a template claimx_task_templates lacks."
+    ),
+]
+
+
+def entity_checks(lake: DeltaLakeResource) -> Iterator[dg.AssetCheckResult]:
+    for table in ENTITY_TABLES:
+        duplicated, sample = duplicate_keys(lake, table)
+        yield dg.AssetCheckResult(
+            asset_key=table.name,
+            check_name="merge_keys_unique",
+            passed=duplicated == 0,
+            metadata={"duplicated_keys": duplicated, "sample": dg.MetadataValue.json(sample)},
+        )
+    orphans, sample = dangling_references(lake, MEDIA, PROJECTS, ["project_id"])
+    yield dg.AssetCheckResult(
+        asset_key=MEDIA.name,
+        check_name="project_exists",
+        passed=orphans == 0,
+        metadata={"media_without_project": orphans, "sample": dg.MetadataValue.json(sample)},
+    )
+    unknown, sample = dangling_references(lake, TASKS, TASK_TEMPLATES, ["template_id", "project_id"])
+    yield dg.AssetCheckResult(
+        asset_key=TASKS.name,
+        check_name="template_known",
+        passed=unknown == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"tasks_with_unknown_template": unknown, "sample": dg.MetadataValue.json(sample)},
+    )

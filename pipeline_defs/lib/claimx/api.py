@@ -1,0 +1,257 @@
+"""The ClaimX REST API as a Dagster resource with typed async methods.
+
+Per run, a client bounds concurrency, times out every call, retries 5xx/429/timeouts with
+exponential backoff and jitter (honouring Retry-After), and trips a circuit breaker when the API
+keeps failing, so a storm costs a few calls and the tasks wait in retry topics instead. A 404
+is an answer (``None``), not an error. Identical requests within a run share one call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from contextlib import asynccontextmanager
+from datetime import date
+from typing import Any, AsyncIterator, Optional, TypeVar
+
+import aiohttp
+import dagster as dg
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from pipeline_defs.lib.circuit_breaker import CircuitBreakers
+from pipeline_defs.lib.failures import FailureCategory, TaskFailure, http_failure
+from pipeline_defs.lib.schemas.common import Identifier, UtcDatetime
+from pipeline_defs.lib.settings import ClaimXApiSettings
+
+BREAKER_KEY = "claimx-api"
+
+
+class ApiModel(BaseModel):
+    """API payloads are camelCase; fields the API adds later are ignored, not fatal."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+
+
+class Address(ApiModel):
+    street: Optional[str] = None
+    city: Optional[str] = None
+    state: Optional[str] = None
+    postal_code: Optional[str] = None
+
+
+class Project(ApiModel):
+    project_id: Identifier
+    project_number: Optional[str] = None
+    claim_number: Optional[str] = None
+    policy_number: Optional[str] = None
+    carrier_name: Optional[str] = None
+    status: Optional[str] = None
+    loss_type: Optional[str] = None
+    date_of_loss: Optional[date] = None
+    master_file_name: Optional[str] = None
+    address: Optional[Address] = None
+    created_at: Optional[UtcDatetime] = None
+    updated_at: Optional[UtcDatetime] = None
+
+
+class Contact(ApiModel):
+    contact_id: Identifier
+    project_id: Identifier
+    role: Optional[str] = None
+    first_name: Optional[str] = None
+    last_name: Optional[str] = None
+    email: Optional[str] = None
+    phone: Optional[str] = None
+    invite_status: Optional[str] = None
+    invited_at: Optional[UtcDatetime] = None
+    joined_at: Optional[UtcDatetime] = None
+
+
+class Media(ApiModel):
+    media_id: Identifier
+    project_id: Identifier
+    file_name: str
+    file_type: Optional[str] = None
+    content_type: Optional[str] = None
+    size_bytes: Optional[int] = None
+    description: Optional[str] = None
+    captured_at: Optional[UtcDatetime] = None
+    uploaded_at: Optional[UtcDatetime] = None
+    task_assignment_id: Optional[Identifier] = None
+    download_url: str  # presigned, short-lived
+    url_expires_at: Optional[UtcDatetime] = None
+
+
+class TaskTemplate(ApiModel):
+    template_id: Identifier
+    name: Optional[str] = None
+    description: Optional[str] = None
+    form_version: Optional[str] = None
+
+
+class ExternalLink(ApiModel):
+    link_id: Identifier
+    url: Optional[str] = None  # carries an access token: only its host is kept
+    created_at: Optional[UtcDatetime] = None
+    expires_at: Optional[UtcDatetime] = None
+    access_count: Optional[int] = None
+
+
+class CustomTask(ApiModel):
+    assignment_id: Identifier
+    project_id: Identifier
+    status: Optional[str] = None
+    assigned_to: Optional[str] = None
+    assigned_at: Optional[UtcDatetime] = None
+    completed_at: Optional[UtcDatetime] = None
+    due_at: Optional[UtcDatetime] = None
+    template: Optional[TaskTemplate] = None
+    external_link: Optional[ExternalLink] = None
+
+
+class VideoCollaboration(ApiModel):
+    collaboration_id: Identifier
+    project_id: Identifier
+    status: Optional[str] = None
+    invited_at: Optional[UtcDatetime] = None
+    started_at: Optional[UtcDatetime] = None
+    completed_at: Optional[UtcDatetime] = None
+    duration_seconds: Optional[int] = None
+    participant_count: Optional[int] = None
+    recording_count: Optional[int] = None
+
+
+class ApiError(Exception):
+    """A call that did not produce an answer; ``failure`` says whether waiting helps."""
+
+    def __init__(self, failure: TaskFailure):
+        super().__init__(f"{failure.code}: {failure.detail}")
+        self.failure = failure
+
+
+Model = TypeVar("Model", bound=ApiModel)
+
+
+class ClaimXApiClient:
+    """One run's view of the API: ``async with resource.client() as api: await api.get_project(id)``."""
+
+    def __init__(self, settings: ClaimXApiSettings, session: aiohttp.ClientSession):
+        self.settings = settings
+        self.breakers = CircuitBreakers(
+            failure_threshold=settings.circuit_failure_threshold, reset_timeout_s=settings.circuit_reset_s
+        )
+        self.calls: Counter[str] = Counter()  # HTTP requests sent, by endpoint
+        self.cache_hits = 0
+        self.not_found = 0
+        self._session = session
+        self._slots = asyncio.Semaphore(settings.max_concurrent)
+        self._answers: dict[str, asyncio.Task] = {}
+
+    # ---- typed endpoints ----------------------------------------------------------------
+    async def get_project(self, project_id: str) -> Optional[Project]:
+        return await self._one(Project, "project", f"projects/{project_id}")
+
+    async def get_project_media(self, project_id: str) -> Optional[list[Media]]:
+        return await self._many(Media, "project_media", f"projects/{project_id}/media")
+
+    async def get_project_contacts(self, project_id: str) -> Optional[list[Contact]]:
+        return await self._many(Contact, "project_contacts", f"projects/{project_id}/contacts")
+
+    async def get_project_tasks(self, project_id: str) -> Optional[list[CustomTask]]:
+        return await self._many(CustomTask, "project_tasks", f"projects/{project_id}/tasks")
+
+    async def get_custom_task(self, assignment_id: str) -> Optional[CustomTask]:
+        return await self._one(CustomTask, "custom_task", f"custom-tasks/{assignment_id}")
+
+    async def get_video_collaboration(self, collaboration_id: str) -> Optional[VideoCollaboration]:
+        return await self._one(VideoCollaboration, "video_collaboration", f"video-collaborations/{collaboration_id}")
+
+    # ---- plumbing -----------------------------------------------------------------------
+    async def _one(self, model: type[Model], endpoint: str, path: str) -> Optional[Model]:
+        document = await self._get(endpoint, path)
+        return None if document is None else _parsed(model, endpoint, document)
+
+    async def _many(self, model: type[Model], endpoint: str, path: str) -> Optional[list[Model]]:
+        document = await self._get(endpoint, path)
+        if document is None:
+            return None
+        if not isinstance(document, list):
+            raise ApiError(TaskFailure(FailureCategory.PERMANENT, "bad_response", f"{endpoint}: expected a list"))
+        return [_parsed(model, endpoint, item) for item in document]
+
+    async def _get(self, endpoint: str, path: str) -> Any:
+        """One call per path and run: concurrent and later askers share the first answer."""
+        answer = self._answers.get(path)
+        if answer is not None:
+            self.cache_hits += 1
+        else:
+            answer = self._answers[path] = asyncio.ensure_future(self._fetch(endpoint, path))
+        return await asyncio.shield(answer)
+
+    async def _fetch(self, endpoint: str, path: str) -> Any:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.settings.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(lambda e: isinstance(e, ApiError) and e.failure.category is FailureCategory.TRANSIENT),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._attempt(endpoint, path)
+
+    async def _attempt(self, endpoint: str, path: str) -> Any:
+        if not self.breakers.allow(BREAKER_KEY):
+            raise ApiError(TaskFailure(FailureCategory.CIRCUIT_OPEN, "circuit_open", "ClaimX API circuit is open"))
+        url = f"{self.settings.base_url.rstrip('/')}/{path}"
+        async with self._slots:
+            self.calls[endpoint] += 1
+            try:
+                async with self._session.get(url) as response:
+                    if response.status in (200, 404):
+                        document = await response.json(content_type=None) if response.status == 200 else None
+                        self.not_found += document is None
+                        self.breakers.record_success(BREAKER_KEY)
+                        return document
+                    failure = http_failure(response.status, response.headers.get("Retry-After"))
+            except asyncio.TimeoutError:
+                failure = TaskFailure(FailureCategory.TRANSIENT, "timeout", f"{endpoint} timed out")
+            except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a body that is not JSON
+                failure = TaskFailure(FailureCategory.TRANSIENT, "connection_error", f"{endpoint}: {type(exc).__name__}")
+        if failure.category is FailureCategory.TRANSIENT:
+            self.breakers.record_failure(BREAKER_KEY)
+        else:
+            self.breakers.record_success(BREAKER_KEY)  # the API answered; it is not down
+        raise ApiError(TaskFailure(failure.category, failure.code, f"{endpoint}: {failure.detail}", failure.retry_after_s))
+
+    def _wait(self, state: RetryCallState) -> float:
+        backoff = wait_random_exponential(multiplier=self.settings.backoff_s, max=self.settings.max_backoff_s)(state)
+        error = state.outcome.exception() if state.outcome else None
+        asked = error.failure.retry_after_s if isinstance(error, ApiError) and error.failure.retry_after_s else 0.0
+        return min(max(backoff, asked), self.settings.max_backoff_s)
+
+
+def _parsed(model: type[Model], endpoint: str, document: Any) -> Model:
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors(include_input=False))
+        raise ApiError(TaskFailure(FailureCategory.PERMANENT, "bad_response", f"{endpoint}: invalid {fields}")) from None
+
+
+class ClaimXApiResource(dg.ConfigurableResource):
+    """The ClaimX REST API. ``token`` is bound with ``dg.EnvVar`` and sent as a bearer token."""
+
+    settings: ClaimXApiSettings
+    token: Optional[str] = None
+
+    @asynccontextmanager
+    async def client(self) -> AsyncIterator[ClaimXApiClient]:
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout_s)
+        connector = aiohttp.TCPConnector(limit=self.settings.max_concurrent)
+        async with aiohttp.ClientSession(headers=headers, timeout=timeout, connector=connector) as session:
+            yield ClaimXApiClient(self.settings, session)

@@ -1,0 +1,335 @@
+"""ClaimX enrichment: what the API says about each event's entities, merged into the entity
+tables; each new media file becomes a download task. One failed event never fails the batch:
+it goes to an enrichment retry topic or the DLQ.
+
+Per batch: pre-flight first (projects the batch refers to but the projects table lacks are
+fetched and merged before anything else, so no row ever points at a missing project), then
+every event's handler concurrently, sharing the client's per-run answers (ten media events of
+one project cost one media call). Entity merges are idempotent side effects done before the
+commit that passes the batch's offsets; that commit writes the enrichment log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar
+
+import polars as pl
+import pyarrow as pa
+from confluent_kafka import Message
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+
+from pipeline_defs.lib.claimx.api import ApiError, ClaimXApiClient, ClaimXApiResource, Media
+from pipeline_defs.lib.claimx.entities import (
+    ENTITY_TABLES,
+    PROJECTS,
+    Rows,
+    contact_rows,
+    media_rows,
+    project_rows,
+    task_rows,
+    video_rows,
+)
+from pipeline_defs.lib.delta import DeltaLakeResource
+from pipeline_defs.lib.entities import MergeStats, merge_entities
+from pipeline_defs.lib.failures import FailureCategory, TaskFailure
+from pipeline_defs.lib.kafka import OutRecord, Topic
+from pipeline_defs.lib.kafka_to_delta import LINEAGE_COLUMNS, PARTITION_COLUMN, BatchContext
+from pipeline_defs.lib.retries import Carried, Failed, Retries, parse_tasks, task_lineage
+from pipeline_defs.lib.schemas.claimx import ClaimXDownloadTask, ClaimXEnrichmentTask, ClaimXEventType
+
+ENRICHMENT_LOG = "claimx_enrichment_log"
+ENRICHED, RETRYING, DEAD_LETTERED = "enriched", "retrying", "dead_lettered"
+
+LOG_COLUMNS = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("event_type", pa.string(), nullable=False),
+        pa.field("project_id", pa.string(), nullable=False),
+        pa.field("outcome", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),
+        pa.field("tables", pa.list_(pa.string())),
+        pa.field("download_tasks", pa.int32(), nullable=False),
+        pa.field("attempt_count", pa.int32(), nullable=False),
+        pa.field("enriched_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+LOG_SCHEMA = pa.unify_schemas([LOG_COLUMNS, LINEAGE_COLUMNS])
+
+ENRICHMENT_COUNTERS = (
+    "events_enriched",
+    "projects_preflight_fetched",
+    "download_tasks_sent",
+    "failed_transient",
+    "failed_permanent",
+    "failed_auth",
+    "circuit_open",
+    "retries_scheduled",
+    "enrichment_dead_lettered",
+    "api_calls",
+    "api_cache_hits",
+    "api_not_found",
+)
+_FAILURE_COUNTER = {
+    FailureCategory.TRANSIENT: "failed_transient",
+    FailureCategory.PERMANENT: "failed_permanent",
+    FailureCategory.AUTH: "failed_auth",
+    FailureCategory.CIRCUIT_OPEN: "circuit_open",
+}
+
+
+@dataclass
+class Enriched:
+    """What one event adds to the entity tables, and the media it asks to download."""
+
+    rows: Rows = field(default_factory=dict)
+    downloads: list[ClaimXDownloadTask] = field(default_factory=list)
+
+
+T = TypeVar("T")
+
+
+def found(answer: Optional[T], what: str) -> T:
+    if answer is None:
+        raise ApiError(TaskFailure(FailureCategory.PERMANENT, "not_found", f"{what} not found (HTTP 404)"))
+    return answer
+
+
+def combined(*parts: Rows) -> Rows:
+    rows: Rows = {}
+    for part in parts:
+        for table, table_rows in part.items():
+            rows.setdefault(table, []).extend(table_rows)
+    return rows
+
+
+def download_task(media: Media, event: ClaimXEnrichmentTask) -> ClaimXDownloadTask:
+    return ClaimXDownloadTask(
+        media_id=media.media_id,
+        project_id=media.project_id,
+        download_url=media.download_url,
+        file_name=media.file_name,
+        file_type=media.file_type,
+        expires_at=media.url_expires_at,
+        source_event_id=event.event_id,
+        source=event.source,
+    )
+
+
+# ---- handlers: one per kind of event ----------------------------------------------------
+
+
+async def project_created(event: ClaimXEnrichmentTask, api: ClaimXApiClient) -> Enriched:
+    project, contacts, tasks = await asyncio.gather(
+        api.get_project(event.project_id),
+        api.get_project_contacts(event.project_id),
+        api.get_project_tasks(event.project_id),
+    )
+    project = found(project, f"project {event.project_id}")
+    return Enriched(combined(project_rows(project), contact_rows(contacts or []), task_rows(tasks or [])))
+
+
+async def project_changed(event: ClaimXEnrichmentTask, api: ClaimXApiClient) -> Enriched:
+    return Enriched(project_rows(found(await api.get_project(event.project_id), f"project {event.project_id}")))
+
+
+async def file_added(event: ClaimXEnrichmentTask, api: ClaimXApiClient) -> Enriched:
+    media = found(await api.get_project_media(event.project_id), f"project {event.project_id}")
+    items = [m for m in media if m.media_id == event.media_id]
+    if not items:  # the listing can lag the event: worth another try later
+        raise ApiError(
+            TaskFailure(
+                FailureCategory.TRANSIENT,
+                "media_not_listed",
+                f"media {event.media_id} not yet listed for project {event.project_id}",
+            )
+        )
+    return Enriched(media_rows(items), [download_task(m, event) for m in items])
+
+
+async def custom_task(event: ClaimXEnrichmentTask, api: ClaimXApiClient) -> Enriched:
+    assignment = event.task_assignment_id or ""
+    task = found(await api.get_custom_task(assignment), f"custom task {assignment}")
+    return Enriched(task_rows([task]))
+
+
+async def policyholder(event: ClaimXEnrichmentTask, api: ClaimXApiClient) -> Enriched:
+    contacts = found(await api.get_project_contacts(event.project_id), f"contacts of project {event.project_id}")
+    return Enriched(contact_rows(contacts))
+
+
+async def video_collaboration(event: ClaimXEnrichmentTask, api: ClaimXApiClient) -> Enriched:
+    collaboration_id = event.video_collaboration_id or ""
+    collaboration = await api.get_video_collaboration(collaboration_id)
+    return Enriched(video_rows(found(collaboration, f"video collaboration {collaboration_id}")))
+
+
+Handler = Callable[[ClaimXEnrichmentTask, ClaimXApiClient], Awaitable[Enriched]]
+
+HANDLERS: dict[ClaimXEventType, Handler] = {
+    ClaimXEventType.PROJECT_CREATED: project_created,
+    ClaimXEventType.PROJECT_MFN_ADDED: project_changed,
+    ClaimXEventType.PROJECT_FILE_ADDED: file_added,
+    ClaimXEventType.CUSTOM_TASK_ASSIGNED: custom_task,
+    ClaimXEventType.CUSTOM_TASK_COMPLETED: custom_task,
+    ClaimXEventType.POLICYHOLDER_INVITED: policyholder,
+    ClaimXEventType.POLICYHOLDER_JOINED: policyholder,
+    ClaimXEventType.VIDEO_COLLABORATION_INVITE_SENT: video_collaboration,
+    ClaimXEventType.VIDEO_COLLABORATION_COMPLETED: video_collaboration,
+}
+
+
+# ---- the sink -----------------------------------------------------------------------------
+
+Outcome = Enriched | TaskFailure
+
+
+@dataclass
+class EnrichmentSink:
+    """Enrichment tasks -> entity tables (side effects), download tasks, retries, and one
+    ``claimx_enrichment_log`` row per event (the commit that carries the watermarks)."""
+
+    api: ClaimXApiResource
+    lake: DeltaLakeResource
+    retries: Retries
+    downloads: Topic
+    counters: tuple[str, ...] = ENRICHMENT_COUNTERS
+    merged: dict[str, MergeStats] = field(default_factory=dict)
+    api_calls_by_endpoint: Counter = field(default_factory=Counter)
+    breaker_transitions: list[str] = field(default_factory=list)
+
+    table = ENRICHMENT_LOG
+    schema = LOG_SCHEMA
+
+    # ---- DeltaSink ----------------------------------------------------------------------
+    def rows_for(self, messages: Sequence[Message], context: BatchContext) -> pa.Table:
+        return self.process(parse_tasks(ClaimXEnrichmentTask, messages, self.retries.dead_letters, context), context)
+
+    def write(self, rows: pa.Table, table: DeltaTable, commit: CommitProperties, context: BatchContext) -> int:
+        if rows.num_rows == 0:  # nothing to log, but the watermarks still move
+            write_deltalake(table, rows, mode="append", partition_by=[PARTITION_COLUMN], commit_properties=commit)
+            return 0
+        latest = pl.from_arrow(rows).unique(subset=["event_id"], keep="last", maintain_order=True)
+        days = ", ".join(f"'{d}'" for d in latest[PARTITION_COLUMN].unique().to_list())
+        metrics = (
+            table.merge(
+                latest.to_arrow().cast(LOG_SCHEMA),
+                predicate=f"t.event_id = s.event_id AND t.{PARTITION_COLUMN} IN ({days})",
+                source_alias="s",
+                target_alias="t",
+                commit_properties=commit,
+            )
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        return int(metrics.get("num_target_rows_inserted", 0)) + int(metrics.get("num_target_rows_updated", 0))
+
+    # ---- the work -----------------------------------------------------------------------
+    def process(self, tasks: Sequence[Carried], context: BatchContext) -> pa.Table:
+        outcomes = asyncio.run(self._enrich([task for task, _ in tasks], context)) if tasks else []
+        counts = context.report.counts
+        entity_rows: Rows = {}
+        downloads: list[ClaimXDownloadTask] = []
+        failed: list[Failed] = []
+        for (task, carrier), outcome in zip(tasks, outcomes):
+            if isinstance(outcome, TaskFailure):
+                counts[_FAILURE_COUNTER[outcome.category]] += 1
+                failed.append(Failed(task, carrier, outcome))
+                continue
+            counts["events_enriched"] += 1
+            lineage = {"source_event_id": task.event_id, "source_event_type": task.event_type.value}
+            entity_rows = combined(entity_rows, {t: [r | lineage for r in rows] for t, rows in outcome.rows.items()})
+            downloads += outcome.downloads
+        for table in ENTITY_TABLES:  # projects first: every other table refers to them
+            self._merge(table.name, entity_rows.get(table.name, []), context)
+        if downloads:
+            counts["download_tasks_sent"] += self.downloads.send(OutRecord(d.encode(), d.message_key) for d in downloads)
+        routed = self.retries.route(failed, context)
+        counts["retries_scheduled"] += routed.retries_scheduled
+        counts["enrichment_dead_lettered"] += routed.dead_lettered
+        where = {item.task.key: topic for item, topic in zip(failed, routed.destinations)}
+        now = datetime.now(timezone.utc)
+        rows = [self._log_row(task, carrier, outcome, where.get(task.key), context, now) for (task, carrier), outcome in zip(tasks, outcomes)]
+        return pa.Table.from_pylist(rows, schema=LOG_SCHEMA)
+
+    async def _enrich(self, tasks: Sequence[ClaimXEnrichmentTask], context: BatchContext) -> list[Outcome]:
+        async with self.api.client() as api:
+            blocked = await self._preflight(api, sorted({t.project_id for t in tasks}), context)
+
+            async def one(task: ClaimXEnrichmentTask) -> Outcome:
+                if task.project_id in blocked:
+                    return blocked[task.project_id]
+                try:
+                    return await HANDLERS[task.event_type](task, api)
+                except ApiError as error:
+                    return error.failure
+
+            outcomes = await asyncio.gather(*(one(task) for task in tasks))
+            counts = context.report.counts
+            counts["api_calls"] += sum(api.calls.values())
+            counts["api_cache_hits"] += api.cache_hits
+            counts["api_not_found"] += api.not_found
+            self.api_calls_by_endpoint.update(api.calls)
+            self.breaker_transitions += [f"{t.from_state.value} -> {t.to_state.value}" for t in api.breakers.transitions]
+        return list(outcomes)
+
+    async def _preflight(self, api: ClaimXApiClient, project_ids: list[str], context: BatchContext) -> dict[str, TaskFailure]:
+        """Fetch and merge the projects the table lacks; return the projects whose events
+        cannot go on now (not found, or the API failed), with the reason."""
+        missing = sorted(set(project_ids) - self._known_projects(project_ids))
+        answers = await asyncio.gather(*(self._project(api, pid) for pid in missing))
+        blocked = {pid: a for pid, a in zip(missing, answers) if isinstance(a, TaskFailure)}
+        fetched = [row for a in answers if not isinstance(a, TaskFailure) for row in a[PROJECTS.name]]
+        context.report.counts["projects_preflight_fetched"] += len(fetched)
+        self._merge(PROJECTS.name, [r | {"source_event_type": "preflight"} for r in fetched], context)
+        return blocked
+
+    @staticmethod
+    async def _project(api: ClaimXApiClient, project_id: str) -> Rows | TaskFailure:
+        try:
+            return project_rows(found(await api.get_project(project_id), f"project {project_id}"))
+        except ApiError as error:
+            return error.failure
+
+    def _known_projects(self, project_ids: list[str]) -> set[str]:
+        scan = self.lake.scan(PROJECTS.name)
+        if scan is None or not project_ids:
+            return set()
+        return set(scan.select("project_id").filter(pl.col("project_id").is_in(project_ids)).collect()["project_id"])
+
+    def _merge(self, table_name: str, rows: list[dict[str, Any]], context: BatchContext) -> None:
+        table = next(t for t in ENTITY_TABLES if t.name == table_name)
+        stats = merge_entities(self.lake, table, rows, context.run_id)
+        self.merged[table_name] = self.merged.get(table_name, MergeStats()) + stats
+
+    def _log_row(
+        self,
+        task: ClaimXEnrichmentTask,
+        carrier: Any,
+        outcome: Outcome,
+        routed_to: Optional[str],
+        context: BatchContext,
+        now: datetime,
+    ) -> dict[str, Any]:
+        if isinstance(outcome, TaskFailure):
+            state = DEAD_LETTERED if routed_to == self.retries.dead_letters.name else RETRYING
+            detail, tables, downloads = f"{outcome.code}: {outcome.detail}", [], 0
+        else:
+            state, detail = ENRICHED, None
+            tables, downloads = sorted(t for t, rows in outcome.rows.items() if rows), len(outcome.downloads)
+        return {
+            "event_id": task.event_id,
+            "event_type": task.event_type.value,
+            "project_id": task.project_id,
+            "outcome": state,
+            "detail": detail,
+            "tables": tables,
+            "download_tasks": downloads,
+            "attempt_count": len(task.history) + 1,
+            "enriched_at": now,
+            **task_lineage(task, carrier, context.run_id, now),
+        }

@@ -1,0 +1,61 @@
+"""A local aiohttp server on 127.0.0.1, run in the caller's loop (the simulator) or in a
+background thread (tests, benchmarks)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from abc import ABC, abstractmethod
+from typing import Optional, TypeVar
+
+from aiohttp import web
+
+Server = TypeVar("Server", bound="LocalHttpServer")
+
+
+class LocalHttpServer(ABC):
+    def __init__(self, port: int = 0, host_name: str = "127.0.0.1"):
+        self.port = port  # 0: any free port, known after start
+        self.host_name = host_name  # the name URLs use; the pipeline's config resolves it
+        self._runner: Optional[web.AppRunner] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+
+    @abstractmethod
+    def app(self) -> web.Application: ...
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host_name}:{self.port}"
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def start_in_thread(self: Server) -> Server:
+        started = threading.Event()
+
+        def serve() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self.start())
+            started.set()
+            self._loop.run_forever()
+
+        threading.Thread(target=serve, name=type(self).__name__, daemon=True).start()
+        if not started.wait(10):
+            raise RuntimeError(f"{type(self).__name__} did not start")
+        return self
+
+    def stop_thread(self) -> None:
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self.stop(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)

@@ -1,0 +1,131 @@
+"""The ClaimX API client against the API double on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pipeline_defs.lib.circuit_breaker import CircuitState
+from pipeline_defs.lib.claimx.api import BREAKER_KEY, ApiError, ClaimXApiResource
+from pipeline_defs.lib.failures import FailureCategory
+from pipeline_defs.lib.settings import ClaimXApiSettings
+
+
+def call(resource: ClaimXApiResource, method: str, *args):
+    async def go():
+        async with resource.client() as api:
+            try:
+                return await getattr(api, method)(*args), api
+            except ApiError as error:
+                return error, api
+
+    return asyncio.run(go())
+
+
+def test_every_endpoint_answers_with_typed_models(claimx_api, claimx_world):
+    project = claimx_world.new_project()
+    collaboration = claimx_world.invite_video(project)
+
+    async def everything():
+        async with claimx_api.client() as api:
+            return await asyncio.gather(
+                api.get_project(project),
+                api.get_project_media(project),
+                api.get_project_contacts(project),
+                api.get_project_tasks(project),
+                api.get_custom_task(f"{project}-t0"),
+                api.get_video_collaboration(collaboration),
+            )
+
+    found, media, contacts, tasks, task, video = asyncio.run(everything())
+    assert found.project_id == project and found.address.city
+    assert [m.media_id for m in media] == [f"{project}-m0", f"{project}-m1"] and media[0].url_expires_at is not None
+    assert {c.role for c in contacts} == {"POLICYHOLDER", "ADJUSTER"}
+    assert tasks[0].assignment_id == task.assignment_id == f"{project}-t0" and task.template.template_id
+    assert video.collaboration_id == collaboration and video.status == "INVITE_SENT"
+
+
+def test_a_404_is_an_answer_not_an_error(claimx_api, claimx_api_double):
+    claimx_api_double.not_found("404404")
+
+    answer, api = call(claimx_api, "get_project", "404404")
+
+    assert answer is None and api.not_found == 1
+    assert sum(api.calls.values()) == 1  # not retried
+    assert api.breakers.state(BREAKER_KEY) is CircuitState.CLOSED
+
+
+def test_5xx_is_retried_with_backoff_and_then_reported_transient(claimx_api, claimx_api_double, claimx_world):
+    project = claimx_world.new_project()
+    claimx_api_double.storm(503, requests=2)
+
+    answer, api = call(claimx_api, "get_project", project)
+
+    assert answer.project_id == project and api.calls["project"] == 3  # two 503s, then the answer
+    claimx_api_double.storm(503)
+    error, api = call(claimx_api, "get_project", project)
+    assert isinstance(error, ApiError) and error.failure.category is FailureCategory.TRANSIENT
+    assert error.failure.code == "http_503" and api.calls["project"] == 3
+
+
+def test_the_circuit_opens_after_consecutive_failures_and_then_spares_the_api(claimx_api, claimx_api_double):
+    claimx_api_double.storm(503)
+
+    async def many():
+        async with claimx_api.client() as api:
+            outcomes = []
+            for project in range(10):
+                try:
+                    await api.get_project(str(project))
+                except ApiError as error:
+                    outcomes.append(error.failure.category)
+            return outcomes, api
+
+    outcomes, api = asyncio.run(many())
+
+    assert outcomes.count(FailureCategory.CIRCUIT_OPEN) == 9  # the first call's 3 attempts opened it
+    assert claimx_api_double.total_requests == 3
+    assert [(t.from_state, t.to_state) for t in api.breakers.transitions] == [(CircuitState.CLOSED, CircuitState.OPEN)]
+
+
+def test_a_slow_api_times_out_as_transient(claimx_api_double, claimx_world):
+    claimx_api_double.delay(1.0)
+    impatient = ClaimXApiResource(
+        settings=ClaimXApiSettings(base_url=claimx_api_double.base_url, timeout_s=0.3, max_attempts=2, backoff_s=0.01),
+        token="test-claimx-token",
+    )
+
+    error, api = call(impatient, "get_project", claimx_world.new_project())
+
+    assert error.failure.code == "timeout" and error.failure.category is FailureCategory.TRANSIENT
+    assert api.calls["project"] == 2
+
+
+def test_without_the_token_the_api_refuses_and_that_is_an_auth_failure(claimx_api_double, claimx_world):
+    anonymous = ClaimXApiResource(settings=ClaimXApiSettings(base_url=claimx_api_double.base_url, max_attempts=3))
+
+    error, api = call(anonymous, "get_project", claimx_world.new_project())
+
+    assert error.failure.category is FailureCategory.AUTH and api.calls["project"] == 1
+
+
+@pytest.mark.parametrize("limit", [1, 4])
+def test_concurrency_stays_within_the_limit_and_identical_calls_are_shared(claimx_api_double, claimx_world, limit):
+    claimx_api_double.delay(0.05)
+    bounded = ClaimXApiResource(
+        settings=ClaimXApiSettings(base_url=claimx_api_double.base_url, max_concurrent=limit),
+        token="test-claimx-token",
+    )
+    projects = [claimx_world.new_project() for _ in range(8)]
+
+    async def twice_each():
+        async with bounded.client() as api:
+            await asyncio.gather(*(api.get_project(p) for p in projects * 2))
+            return api
+
+    api = asyncio.run(twice_each())
+
+    assert api.calls["project"] == 8 and api.cache_hits == 8
+    assert claimx_api_double.total_requests == 8
+    assert claimx_api_double.max_in_flight == limit
