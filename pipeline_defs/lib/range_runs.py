@@ -38,6 +38,13 @@ from pipeline_defs.lib.offset_ranges import (
 )
 from pipeline_defs.lib.settings import PipelineConfigResource
 
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
 # The sensor daemon wakes every 5 s and ticks a sensor whose interval has elapsed since its
 # last tick started; 4 s makes every wake-up tick (5 s would skip every other one: 10 s).
 SENSOR_INTERVAL_S = 4
@@ -63,7 +70,9 @@ def build_offset_range_sensor(
     into partitioned runs, one topic per run.
 
     It reads offsets and its JSON cursor, never commits consumer offsets, and with the broker
-    down ends the tick with a skip reason inside ``tick_budget_s``, cursor unchanged. Delayed
+    down ends the tick with a skip reason inside ``tick_budget_s``, cursor unchanged. While the
+    job has ``max_runs_in_flight`` runs queued or running it plans nothing, so a backlog makes
+    the next runs bigger instead of the run queue longer. Delayed
     topics are not polled in a loop: the due range of a delay-d topic simply ends at the first
     offset written after now - d.
     """
@@ -81,12 +90,16 @@ def build_offset_range_sensor(
         pipeline: PipelineConfigResource = context.resources.pipeline
         group_id = pipeline.consumer_group(asset_name)
         deadline = time.monotonic() + pipeline.ingest.tick_budget_s
+        in_flight = context.instance.get_runs_count(dg.RunsFilter(job_name=job.name, statuses=IN_FLIGHT))
+        run_budget = min(pipeline.ingest.max_runs_per_tick, pipeline.ingest.max_runs_in_flight - in_flight)
+        if run_budget <= 0:
+            return dg.SkipReason(f"{in_flight} {job.name} runs queued or running; planning waits for them")
         cursor = decode_cursor(context.cursor)
         partition_key = datetime.now(timezone.utc).date().isoformat() if partitioned else None
         requests: list[dg.RunRequest] = []
         try:
             for topic in topics_of(pipeline):
-                budget = pipeline.ingest.max_runs_per_tick - len(requests)
+                budget = run_budget - len(requests)
                 if budget <= 0:
                     break
                 states = _due_states(kafka, topic, deadline)

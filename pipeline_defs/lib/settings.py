@@ -106,6 +106,9 @@ class IngestSettings(dg.Config):
     max_events_per_run: int = 50_000
     tasks_per_commit: int = 5_000  # download and enrichment runs commit (and show progress) this often
     max_runs_per_tick: int = 4
+    # Backpressure: a sensor plans nothing while its job has this many runs queued or running,
+    # so under load runs grow (up to max_events_per_run) instead of queueing.
+    max_runs_in_flight: int = 2
     tick_budget_s: float = 20.0
     start_from: str = "earliest"  # earliest | latest, for partitions with no committed offset
     dedup_window_days: int = 1

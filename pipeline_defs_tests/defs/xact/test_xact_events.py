@@ -184,3 +184,26 @@ def test_runs_per_tick_are_bounded(resources, topics, kafka, instance):
     assert len(first.run_requests) == len(second.run_requests) == 1
     assert int(first.run_requests[0].tags["kafka/planned_events"]) == 400
     assert first.run_requests[0].run_key != second.run_requests[0].run_key
+
+
+def test_a_sensor_waits_while_its_job_has_runs_in_flight(resources, topics, kafka, instance):
+    produce_events(kafka, topics.xact_events, sample_events(1_000))
+    pipeline = resources["pipeline"]
+    two_in_flight = PipelineConfigResource(
+        topics=pipeline.topics,
+        ingest=IngestSettings(**{**pipeline.ingest.model_dump(), "max_runs_in_flight": 2}),
+    )
+    bounded = {**resources, "pipeline": two_in_flight}
+    running = [dg.DagsterRun(job_name="xact_events_job", status=dg.DagsterRunStatus.STARTED) for _ in range(2)]
+
+    first = tick(xact_events_sensor, xact.defs, instance, bounded)
+    for run in running:
+        instance.add_run(run)
+    held = tick(xact_events_sensor, xact.defs, instance, bounded, cursor=first.cursor)
+    instance.report_run_failed(running[0])
+    resumed = tick(xact_events_sensor, xact.defs, instance, bounded, cursor=first.cursor)
+
+    assert len(first.run_requests) == 2  # 1,000 events, 400 per run, at most 2 in flight
+    assert not held.run_requests and "queued or running" in held.skip_message
+    assert held.cursor in (None, first.cursor)
+    assert len(resumed.run_requests) == 1 and int(resumed.run_requests[0].tags["kafka/planned_events"]) == 200
