@@ -23,7 +23,7 @@ import psycopg2
 from bench.stack import AZURITE_KEY, ROOT, BenchStack
 from pipeline_defs.lib.delta import DeltaLakeResource
 from pipeline_defs.lib.resources import build_resources
-from pipeline_defs.lib.settings import PipelineSettings, StorageSettings
+from pipeline_defs.lib.settings import PipelineSettings, StorageSettings, TopicNames
 
 
 @dataclass
@@ -119,10 +119,11 @@ def pipeline(
         "PIPELINE_CONFIG_FILE": "/nonexistent.yaml",
         "PIPELINE_SOURCE_KAFKA__BOOTSTRAP_SERVERS": stack.bootstrap_servers,
         "PIPELINE_KAFKA__BOOTSTRAP_SERVERS": stack.bootstrap_servers,
-        "PIPELINE_TOPICS__XACT_EVENTS": f"{name}.events.raw",
-        "PIPELINE_TOPICS__XACT_EVENTS_DLQ": f"{name}.events.raw.dlq",
-        "PIPELINE_TOPICS__XACT_DOWNLOADS_PENDING": f"{name}.downloads.pending",
-        "PIPELINE_TOPICS__XACT_DOWNLOADS_DLQ": f"{name}.downloads.dlq",
+        **{
+            f"PIPELINE_TOPICS__{field.upper()}": f"{name}.{default}"
+            for field, default in TopicNames().model_dump().items()
+            if isinstance(default, str)
+        },
         "PIPELINE_TOPICS__PARTITIONS": "6",
         "PIPELINE_STORAGE__LAKE_ROOT": str(workdir / "tables"),
         "PIPELINE_INGEST__CONSUMER_GROUP_PREFIX": name,

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 from bench.attachments import concurrency_sweep
 from bench.backlog import backlog
+from bench.claimx import enrichment
 from bench.ingest import ceiling, latency, sustained_ingest
 from bench.memory import peak_for_sizes
 from bench.report import write_markdown, write_plot
@@ -28,6 +29,7 @@ BENCHMARKS = {
     "latency": lambda s: {"latency": latency(s, rate=1_000, seconds=120)},
     "backlog": lambda s: {"backlog": [backlog(s, 100_000, files_on_azurite=False), backlog(s, 100_000, files_on_azurite=True)]},
     "downloads": lambda s: {"download_concurrency": concurrency_sweep(s)},
+    "claimx": lambda s: {"claimx_enrichment": enrichment(s, 20_000)},
     "memory": lambda s: {"streaming_memory": peak_for_sizes(s, [64 * 1024, 200 * MIB, 2048 * MIB])},
 }
 

@@ -1,0 +1,81 @@
+"""ClaimX enrichment through the deployed path: events already waiting in Kafka when the daemon
+starts, until every one has its row in claimx_enrichment_log. The API double counts every call,
+so the figure comes with its cost: API calls per 1,000 events."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import polars as pl
+
+from bench.daemon import pipeline, wait_until
+from bench.ingest import produce
+from bench.stack import BenchStack
+from pipeline_defs.sim.attachment_host import AttachmentHost
+from pipeline_defs.sim.claimx_api import ClaimXApiDouble
+from pipeline_defs.sim.claimx_events import ClaimXEventSource
+from pipeline_defs.sim.claimx_world import ClaimXWorld
+from pipeline_defs.sim.events import encode
+
+MEDIA_HOST = "media.claimx.bench"
+TOKEN = "bench-claimx-token"
+
+
+def enrichment(stack: BenchStack, events: int = 20_000) -> dict:
+    media = AttachmentHost(host_name=MEDIA_HOST, file_size=16 * 1024).start_in_thread()
+    world = ClaimXWorld(media.base_url)
+    api = ClaimXApiDouble(world, token=TOKEN).start_in_thread()
+    claimx_env = {
+        "PIPELINE_CLAIMX_API__BASE_URL": api.base_url,
+        "PIPELINE_CLAIMX_API__TOKEN_ENV": "BENCH_CLAIMX_TOKEN",
+        "BENCH_CLAIMX_TOKEN": TOKEN,
+        "PIPELINE_CLAIMX_MEDIA__ALLOWED_HOSTS": f'["{MEDIA_HOST}"]',
+        "PIPELINE_CLAIMX_MEDIA__ALLOW_HTTP": "true",
+        "PIPELINE_CLAIMX_MEDIA__ALLOWED_PORTS": "[]",
+        "PIPELINE_CLAIMX_MEDIA__LOOPBACK_HOSTS": f'["{MEDIA_HOST}"]',
+        "PIPELINE_CLAIMX_MEDIA__EXTRA_HOSTS": f'{{"{MEDIA_HOST}": "127.0.0.1"}}',
+    }
+    try:
+        with pipeline(stack, max_events_per_run=50_000, extra_env=claimx_env) as run:
+            source = ClaimXEventSource(world, random.Random(1))
+
+            def claimx_event(_: int) -> tuple[bytes, bytes]:
+                event = source.event()
+                return encode(event), str(event["project_id"]).encode()
+
+            produce(run.resources["kafka"], run.settings.topics.claimx_events, events, make=claimx_event)
+            started = time.monotonic()
+            run.start_daemon()
+            series: list[tuple[float, int]] = []
+
+            def done() -> bool:
+                series.append((round(time.monotonic() - started, 1), run.count("claimx_enrichment_log")))
+                return series[-1][1] >= events
+
+            wait_until(done, timeout_s=1200, every_s=2.0)
+            outcomes = dict(run.rows("claimx_enrichment_log", ["outcome"]).group_by("outcome").len().iter_rows())
+            instance = run.instance()
+            step_seconds = [
+                round(s.end_time - s.start_time, 2)
+                for s in (instance.get_run_stats(r.run_id) for r in instance.get_runs())
+                if s.end_time and s.start_time
+            ]
+            entity_rows = {t: run.count(t) for t in ("claimx_projects", "claimx_media", "claimx_tasks", "claimx_contacts")}
+    finally:
+        api.stop_thread()
+        media.stop_thread()
+    seconds = series[-1][0]
+    calls = api.total_requests
+    return {
+        "events": events,
+        "outcomes": outcomes,
+        "seconds_from_daemon_start": seconds,
+        "events_per_s": round(events / seconds, 1),
+        "api_calls": calls,
+        "api_calls_per_1000_events": round(calls * 1000 / events, 1),
+        "api_calls_by_endpoint": dict(api.requests),
+        "runs": len(step_seconds),
+        "entity_rows": entity_rows,
+        "series": series,
+    }
