@@ -61,7 +61,7 @@ def store_all(sink: AttachmentInventorySink, tasks: list[XactDownloadTask]) -> t
 
 
 def concurrency_sweep(stack: BenchStack, file_size: int = 64 * 1024) -> list[dict]:
-    host = AttachmentHost(host_name=HOST, file_size=file_size).start_in_thread()
+    host = AttachmentHost(host_name=HOST, file_size=file_size).start_in_process()
     kafka = stack.kafka()
     results = []
     try:
@@ -87,5 +87,5 @@ def concurrency_sweep(stack: BenchStack, file_size: int = 64 * 1024) -> list[dic
             )
             print(f"[bench] downloads x{concurrency}: {results[-1]}", flush=True)
     finally:
-        host.stop_thread()
+        host.stop_process()
     return results

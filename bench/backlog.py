@@ -13,7 +13,7 @@ from pipeline_defs.sim.attachment_host import AttachmentHost
 
 
 def backlog(stack: BenchStack, events: int = 100_000, per_event: int = 2, files_on_azurite: bool = False) -> dict:
-    host = AttachmentHost(host_name=HOST, file_size=64 * 1024).start_in_thread()
+    host = AttachmentHost(host_name=HOST, file_size=64 * 1024).start_in_process()
     try:
         with pipeline(stack, max_events_per_run=100_000, files_on_azurite=files_on_azurite) as run:
 
@@ -35,7 +35,7 @@ def backlog(stack: BenchStack, events: int = 100_000, per_event: int = 2, files_
             seconds = series[-1][0]
             events_done = next((t for t, e, _ in series if e >= events), None)
     finally:
-        host.stop_thread()
+        host.stop_process()
     return {
         "events": events,
         "attachments": events * per_event,

@@ -23,7 +23,7 @@ TOKEN = "bench-claimx-token"
 
 
 def enrichment(stack: BenchStack, events: int = 20_000) -> dict:
-    media = AttachmentHost(host_name=MEDIA_HOST, file_size=16 * 1024).start_in_thread()
+    media = AttachmentHost(host_name=MEDIA_HOST, file_size=16 * 1024).start_in_process()
     world = ClaimXWorld(media.base_url)
     api = ClaimXApiDouble(world, token=TOKEN).start_in_thread()
     claimx_env = {
@@ -64,7 +64,7 @@ def enrichment(stack: BenchStack, events: int = 20_000) -> dict:
             entity_rows = {t: run.count(t) for t in ("claimx_projects", "claimx_media", "claimx_tasks", "claimx_contacts")}
     finally:
         api.stop_thread()
-        media.stop_thread()
+        media.stop_process()
     seconds = series[-1][0]
     calls = api.total_requests
     return {

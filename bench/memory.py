@@ -26,7 +26,7 @@ def _vm(field: str) -> int:
 
 
 def peak_for_sizes(stack: BenchStack, sizes: list[int]) -> list[dict]:
-    host = AttachmentHost(host_name=HOST).start_in_thread()
+    host = AttachmentHost(host_name=HOST).start_in_process()
     results = []
     try:
         for size in sizes:
@@ -41,7 +41,7 @@ def peak_for_sizes(stack: BenchStack, sizes: list[int]) -> list[dict]:
             results.append(result)
             print(f"[bench] memory {size / 2**20:.0f} MiB: {result}", flush=True)
     finally:
-        host.stop_thread()
+        host.stop_process()
     tiny = results[0]["peak_rss_mib"]
     for result in results:
         result["growth_over_smallest_mib"] = round(result["peak_rss_mib"] - tiny, 1)

@@ -19,6 +19,7 @@ from pipeline_defs.lib.settings import StorageSettings
 
 ONELAKE_DFS_HOST = "onelake.dfs.fabric.microsoft.com"
 ONELAKE_BLOB_URL = "https://onelake.blob.fabric.microsoft.com"
+INLINE_WRITE_BYTES = 1024 * 1024
 
 
 class StorageUnavailable(Exception):
@@ -65,11 +66,13 @@ class FileStore(ABC):
 
 class LocalFileStore(FileStore):
     def __init__(self, root: Path):
-        self.root = root
+        self.root = root.resolve()
 
     def _target(self, blob_path: str) -> Path:
-        target = (self.root / blob_path).resolve()
-        if self.root.resolve() not in target.parents:
+        # Lexical normalisation is enough (blob paths never contain links); resolve() would
+        # stat every component of every upload.
+        target = Path(os.path.normpath(self.root / blob_path))
+        if self.root not in target.parents:
             raise ValueError(f"blob path {blob_path!r} escapes the files root")
         return target
 
@@ -84,7 +87,10 @@ class LocalFileStore(FileStore):
             os.replace(partial, target)  # readers never see half a file
 
         try:
-            await asyncio.to_thread(copy)
+            if size <= INLINE_WRITE_BYTES:
+                copy()  # a small write costs less than the hop to a worker thread and back
+            else:
+                await asyncio.to_thread(copy)
         except OSError as exc:
             raise StorageUnavailable(f"local files root not writable: {exc}") from exc
 
@@ -107,10 +113,12 @@ class BlobFileStore(FileStore):
     async def upload(self, content: BinaryIO, size: int, blob_path: str, content_type: str) -> None:
         from azure.storage.blob import ContentSettings
 
+        # A small file goes as bytes: the SDK reads a file object through an executor thread.
+        data = content.read() if size <= INLINE_WRITE_BYTES else content
         try:
             await self._container.upload_blob(  # type: ignore[attr-defined]
                 self._name(blob_path),
-                content,
+                data,
                 length=size,
                 overwrite=True,
                 max_concurrency=4,

@@ -108,7 +108,7 @@ class IngestSettings(dg.Config):
     max_runs_per_tick: int = 4
     # Backpressure: a sensor plans nothing while its job has this many runs queued or running,
     # so under load runs grow (up to max_events_per_run) instead of queueing.
-    max_runs_in_flight: int = 3
+    max_runs_in_flight: int = 2
     tick_budget_s: float = 20.0
     start_from: str = "earliest"  # earliest | latest, for partitions with no committed offset
     dedup_window_days: int = 1

@@ -4,6 +4,7 @@ background thread (tests, benchmarks)."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import threading
 from abc import ABC, abstractmethod
 from typing import Optional, TypeVar
@@ -19,6 +20,7 @@ class LocalHttpServer(ABC):
         self.host_name = host_name  # the name URLs use; the pipeline's config resolves it
         self._runner: Optional[web.AppRunner] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._process: Optional[multiprocessing.process.BaseProcess] = None
 
     @abstractmethod
     def app(self) -> web.Application: ...
@@ -59,3 +61,25 @@ class LocalHttpServer(ABC):
         if self._loop is not None:
             asyncio.run_coroutine_threadsafe(self.stop(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def start_in_process(self: Server) -> Server:
+        """Serve from a child process, with its own interpreter (benchmarks: a server in the
+        measuring process would share its GIL). Its controls stay with the child."""
+        context = multiprocessing.get_context("spawn")
+        ports = context.Queue()
+        self._process = context.Process(target=_serve_forever, args=(self, ports), daemon=True)
+        self._process.start()
+        self.port = ports.get(timeout=30)
+        return self
+
+    def stop_process(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.join(10)
+
+
+def _serve_forever(server: LocalHttpServer, ports: "multiprocessing.Queue[int]") -> None:
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(server.start())
+    ports.put(server.port)
+    loop.run_forever()
