@@ -13,7 +13,6 @@ from bench.attachments import HOST, bench_http, store_all, tasks_for
 from bench.stack import ROOT, BenchStack
 from pipeline_defs.lib.attachments import AttachmentInventorySink
 from pipeline_defs.lib.retries import Retries
-from pipeline_defs.lib.kafka import Topic
 from pipeline_defs.lib.schemas.xact import XACT_ATTACHMENTS
 from pipeline_defs.sim.attachment_host import AttachmentHost
 
@@ -55,7 +54,7 @@ def _child(port: int, size: int) -> None:
         spec=XACT_ATTACHMENTS,
         http=bench_http(4),
         files=stack.azurite_files(),
-        retries=Retries([], Topic(stack.kafka(), "bench.unused")),
+        retries=Retries(stack.kafka(), [], "bench.unused"),
     )
     before = _vm("VmRSS")
     report, seconds = store_all(sink, tasks_for(host, 1, path=f"big/{size}"))

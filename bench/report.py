@@ -31,7 +31,11 @@ def targets(results: dict) -> list[dict]:
         rows.append({"figure": "2. ratio ingest / ceiling", "measured": ratio, "target": ">= 0.25", "met": ratio >= 0.25})
     for run in results.get("backlog", []):
         minutes = round(run["seconds_all_attachments"] / 60, 2)
-        rows.append({"figure": f"3. backlog 100k events x2 64 KiB attachments ({run['store']} store), minutes", "measured": minutes, "target": "< 5", "met": minutes < 5})
+        label = f"3. backlog {run['events'] // 1000}k events x2 64 KiB attachments ({run['store']} store), minutes"
+        if run["events"] >= 100_000:
+            rows.append({"figure": label, "measured": minutes, "target": "< 5", "met": minutes < 5})
+        else:
+            rows.append({"figure": label + f"; {run['attachments_per_s']} files/s", "measured": minutes, "target": "- (emulator-bound)", "met": ""})
     latency = results.get("latency")
     if latency:
         rows.append({"figure": "4. latency at 1,000 events/s, p50 / p95 / p99 s", "measured": f"{latency['p50_s']} / {latency['p95_s']} / {latency['p99_s']}", "target": "p95 <= 15", "met": latency["p95_s"] <= 15})

@@ -27,7 +27,9 @@ MIB = 2**20
 BENCHMARKS = {
     "ingest": lambda s: {"sustained_ingest": sustained_ingest(s, 1_000_000), "ceiling": ceiling(s, 1_000_000)},
     "latency": lambda s: {"latency": latency(s, rate=1_000, seconds=120)},
-    "backlog": lambda s: {"backlog": [backlog(s, 100_000, files_on_azurite=False), backlog(s, 100_000, files_on_azurite=True)]},
+    # Azurite (an emulator persisting its whole blob index as one JSON file) is measured on a
+    # smaller backlog; the 100k target is the local store's, the embedded default.
+    "backlog": lambda s: {"backlog": [backlog(s, 100_000, files_on_azurite=False), backlog(s, 10_000, files_on_azurite=True)]},
     "downloads": lambda s: {"download_concurrency": concurrency_sweep(s)},
     "claimx": lambda s: {"claimx_enrichment": enrichment(s, 20_000)},
     "memory": lambda s: {"streaming_memory": peak_for_sizes(s, [64 * 1024, 200 * MIB, 2048 * MIB])},

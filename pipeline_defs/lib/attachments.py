@@ -19,14 +19,14 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 import polars as pl
 import pyarrow as pa
 from confluent_kafka import Message
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable
 
 from pipeline_defs.lib.delta import scan_snapshot
 from pipeline_defs.lib.dlq import SourceRecord
 from pipeline_defs.lib.downloader import AttachmentDownloader, AttachmentHttpResource, DownloadedFile
-from pipeline_defs.lib.failures import FailureCategory, TaskFailure
+from pipeline_defs.lib.failures import FAILURE_COUNTERS, TaskFailure
 from pipeline_defs.lib.file_store import FileStore, FileStoreResource
-from pipeline_defs.lib.kafka_to_delta import LINEAGE_COLUMNS, PARTITION_COLUMN, BatchContext, dedup_window
+from pipeline_defs.lib.kafka_to_delta import LINEAGE_COLUMNS, PARTITION_COLUMN, BatchContext, dedup_window, merge_by_day
 from pipeline_defs.lib.retries import Carried, Failed, Retries, parse_tasks, task_lineage
 from pipeline_defs.lib.schemas.downloads import AttachmentTask
 
@@ -94,14 +94,6 @@ ATTACHMENT_COUNTERS = (
     "download_seconds",
 )
 
-_FAILURE_COUNTER = {
-    FailureCategory.TRANSIENT: "failed_transient",
-    FailureCategory.PERMANENT: "failed_permanent",
-    FailureCategory.AUTH: "failed_auth",
-    FailureCategory.CIRCUIT_OPEN: "circuit_open",
-}
-
-
 @dataclass
 class AttachmentInventorySink:
     spec: InventorySpec
@@ -127,23 +119,7 @@ class AttachmentInventorySink:
     def write(
         self, rows: pa.Table, table: DeltaTable, commit: CommitProperties, context: BatchContext
     ) -> int:
-        if rows.num_rows == 0:  # nothing to merge, but the watermarks still move
-            write_deltalake(table, rows, mode="append", partition_by=[PARTITION_COLUMN], commit_properties=commit)
-            return 0
-        days = ", ".join(f"'{d}'" for d in pl.from_arrow(rows)[PARTITION_COLUMN].unique().to_list())
-        matches = " AND ".join(f"t.{c} = s.{c}" for c in self.spec.key_columns)
-        metrics = (
-            table.merge(
-                rows,
-                predicate=f"{matches} AND t.{PARTITION_COLUMN} IN ({days})",
-                source_alias="s",
-                target_alias="t",
-                commit_properties=commit,
-            )
-            .when_not_matched_insert_all()
-            .execute()
-        )
-        return int(metrics.get("num_target_rows_inserted", rows.num_rows))
+        return merge_by_day(table, rows, self.spec.key_columns, commit)
 
     # ---- the work -----------------------------------------------------------------------
     def process(self, tasks: Sequence[Carried], context: BatchContext) -> pa.Table:
@@ -154,7 +130,7 @@ class AttachmentInventorySink:
         counts = context.report.counts
         counts["download_seconds"] += round(time.monotonic() - started, 3)
         for item in failed:
-            counts[_FAILURE_COUNTER[item.failure.category]] += 1
+            counts[FAILURE_COUNTERS[item.failure.category]] += 1
         routed = self.retries.route(failed, context)
         counts["retries_scheduled"] += routed.retries_scheduled
         counts["downloads_dead_lettered"] += routed.dead_lettered

@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 
 from pipeline_defs.lib.delta import DeltaLakeResource
+from pipeline_defs.lib.failures import FAILURE_COUNTERS
 from pipeline_defs.lib.file_store import FileStoreResource
 from pipeline_defs.lib.kafka_to_delta import PARTITION_COLUMN, IngestReport, dedup_window
 
@@ -133,12 +134,9 @@ def blobs_match_inventory(
     )
 
 
-FAILURE_COUNTERS = ("failed_transient", "failed_permanent", "failed_auth", "circuit_open")
-
-
 def failure_ratio(report: IngestReport, threshold: float, check_name: str) -> dg.AssetCheckResult:
     """WARN when more than ``threshold`` of this run's download attempts failed."""
-    failures = sum(report.counts[c] for c in FAILURE_COUNTERS)
+    failures = sum(report.counts[c] for c in FAILURE_COUNTERS.values())
     attempts = failures + report.counts["files_stored"]
     ratio = failures / attempts if attempts else 0.0
     return dg.AssetCheckResult(

@@ -407,8 +407,8 @@ def task_dlq(
     pending_of: Callable[[PipelineConfigResource], str],
     task_type: type,
 ) -> DlqViewSpec:
-    """A DLQ holding failed download tasks: one entry per attachment key; replay puts the task
-    back on the pending topic with its retry count reset (its history kept)."""
+    """A DLQ holding failed tasks (downloads, enrichments): one entry per task key; replay puts
+    the task back on its pending topic with its retry count reset (its history kept)."""
 
     def task_of(payload: Optional[bytes]) -> Any:
         return task_type.model_validate(json.loads(payload or b"{}")["task"])

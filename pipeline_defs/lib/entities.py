@@ -1,7 +1,8 @@
 """Entity tables: the latest state of each entity, MERGEd on its keys.
 
-A row is rewritten only when its content changed (``content_hash``), so re-running a batch
-leaves the table as it was. Columns added to a table's schema later are added to the Delta
+A row is rewritten only when its content changed (``content_hash``) and the answer it comes
+from is not older than the stored one (``fetched_at``), so re-running a batch leaves the table
+as it was and a slow run cannot put back a state a faster one already replaced. Columns added to a table's schema later are added to the Delta
 table on the next merge (additive schema changes). Concurrent writers of one table lose
 nothing: a merge that loses the commit race is retried against the new snapshot.
 """
@@ -27,6 +28,7 @@ ENTITY_LINEAGE = pa.schema(
         pa.field("content_hash", pa.string(), nullable=False),
         pa.field("source_event_id", pa.string()),
         pa.field("source_event_type", pa.string()),
+        pa.field("fetched_at", pa.timestamp("us", tz="UTC"), nullable=False),  # when the source answered
         pa.field("merged_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("dagster_run_id", pa.string(), nullable=False),
     ]
@@ -68,8 +70,8 @@ def content_hash(row: dict[str, Any], columns: Sequence[str]) -> str:
 
 
 def entity_frame(table: EntityTable, rows: Sequence[dict[str, Any]], run_id: str) -> pa.Table:
-    """``rows`` (entity columns plus source_event_id/type) as the table's rows: one per key,
-    the last one winning, each with its content hash."""
+    """``rows`` (entity columns plus source_event_id/type and fetched_at) as the table's rows:
+    one per key, the last one winning, each with its content hash."""
     columns = table.columns.names
     now = datetime.now(timezone.utc)
     latest: dict[tuple, dict[str, Any]] = {}
@@ -79,6 +81,7 @@ def entity_frame(table: EntityTable, rows: Sequence[dict[str, Any]], run_id: str
             "content_hash": content_hash(row, columns),
             "source_event_id": row.get("source_event_id"),
             "source_event_type": row.get("source_event_type"),
+            "fetched_at": row.get("fetched_at") or now,
             "merged_at": now,
             "dagster_run_id": run_id,
         }
@@ -114,7 +117,9 @@ def merge_entities(
                 merge_schema=True,
                 commit_properties=CommitProperties(custom_metadata={"dagster_run_id": run_id, "writer": "entities"}),
             )
-            .when_matched_update_all(predicate="s.content_hash <> t.content_hash")
+            .when_matched_update_all(
+                predicate="s.content_hash <> t.content_hash AND (t.fetched_at IS NULL OR s.fetched_at >= t.fetched_at)"
+            )
             .when_not_matched_insert_all()
         )
         try:
@@ -129,24 +134,29 @@ def merge_entities(
     return attempt()
 
 
-def duplicate_keys(lake: DeltaLakeResource, table: EntityTable) -> tuple[int, list[dict[str, Any]]]:
-    """How many keys appear more than once, and a few of them."""
+def duplicate_keys(lake: DeltaLakeResource, table: EntityTable, run_id: str) -> tuple[int, list[dict[str, Any]]]:
+    """How many of the keys ``run_id`` wrote appear more than once, and a few of them."""
     scan = lake.scan(table.name)
     if scan is None:
         return 0, []
-    duplicated = scan.group_by(list(table.keys)).len().filter(pl.col("len") > 1).collect()
-    return duplicated.height, duplicated.head(5).select(table.keys).to_dicts()
+    keys = list(table.keys)
+    written = scan.filter(pl.col("dagster_run_id") == run_id).select(keys)
+    duplicated = scan.join(written, on=keys, how="semi").group_by(keys).len().filter(pl.col("len") > 1).collect()
+    return duplicated.height, duplicated.head(5).select(keys).to_dicts()
 
 
 def dangling_references(
-    lake: DeltaLakeResource, child: EntityTable, parent: EntityTable, columns: Sequence[str]
+    lake: DeltaLakeResource, child: EntityTable, parent: EntityTable, columns: Sequence[str], run_id: str
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Rows of ``child`` whose ``columns`` name no row of ``parent`` (null references excluded)."""
+    """Rows of ``child`` written by ``run_id`` whose ``columns`` name no row of ``parent``
+    (null references excluded)."""
     children, parents = lake.scan(child.name), lake.scan(parent.name)
     if children is None:
         return 0, []
     keys = list(columns)
-    referencing = children.filter(pl.all_horizontal(pl.col(c).is_not_null() for c in keys)).select(keys)
+    referencing = children.filter(
+        (pl.col("dagster_run_id") == run_id) & pl.all_horizontal(pl.col(c).is_not_null() for c in keys)
+    ).select(keys)
     if parents is not None:
         referencing = referencing.join(parents.select(keys).unique(), on=keys, how="anti")
     dangling = referencing.unique().collect()

@@ -56,3 +56,12 @@ def retry_after_seconds(value: Optional[str]) -> Optional[float]:
     except (TypeError, ValueError):
         return None
     return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+
+
+# The counter a run's metadata keeps for each category.
+FAILURE_COUNTERS = {
+    FailureCategory.TRANSIENT: "failed_transient",
+    FailureCategory.PERMANENT: "failed_permanent",
+    FailureCategory.AUTH: "failed_auth",
+    FailureCategory.CIRCUIT_OPEN: "circuit_open",
+}

@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 import polars as pl
 import pyarrow as pa
 from confluent_kafka import Message
-from deltalake import CommitProperties, DeltaTable, Transaction
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
@@ -195,6 +195,34 @@ def consume_ranges(
     return report
 
 
+def merge_by_day(
+    table: DeltaTable,
+    rows: pa.Table,
+    keys: Sequence[str],
+    commit: CommitProperties,
+    update_when: Optional[str] = None,
+) -> int:
+    """MERGE ``rows`` on ``keys`` within the ingestion days they cover (so only those partitions
+    are read); a matched row is replaced where ``update_when`` holds, never if it is None. An
+    empty batch still commits, so the watermarks in ``commit`` move. Returns rows written."""
+    if rows.num_rows == 0:
+        write_deltalake(table, rows, mode="append", partition_by=[PARTITION_COLUMN], commit_properties=commit)
+        return 0
+    days = ", ".join(f"'{d}'" for d in pl.from_arrow(rows)[PARTITION_COLUMN].unique().to_list())
+    matches = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    merger = table.merge(
+        rows,
+        predicate=f"{matches} AND t.{PARTITION_COLUMN} IN ({days})",
+        source_alias="s",
+        target_alias="t",
+        commit_properties=commit,
+    )
+    if update_when is not None:
+        merger = merger.when_matched_update_all(predicate=update_when)
+    metrics = merger.when_not_matched_insert_all().execute()
+    return int(metrics.get("num_target_rows_inserted", 0)) + int(metrics.get("num_target_rows_updated", 0))
+
+
 def commit_batch(
     sink: DeltaSink,
     table: DeltaTable,
@@ -334,8 +362,8 @@ def repair_day(
     tasks_from_events: Callable[[pl.DataFrame], Sequence[Any]],
     batch_size: int,
 ) -> IngestReport:
-    """A backfill: the tasks of the day's rows of ``events_table``, done again; what is already
-    done is skipped by the sink, failures retry or dead-letter as usual. Watermarks stay put."""
+    """A backfill: the tasks of the day's rows of ``events_table``; the sink skips what is
+    already done, failures retry or dead-letter as usual. Watermarks stay put."""
     report = context.report
     report.counts.update({name: 0 for name in sink.counters})
     table = context.table = lake.ensure(sink.table, sink.schema, [PARTITION_COLUMN])

@@ -12,7 +12,7 @@ from confluent_kafka import Message
 
 from pipeline_defs.lib.dlq import RejectedRecord, SourceRecord, dead_letter
 from pipeline_defs.lib.failures import TaskFailure
-from pipeline_defs.lib.kafka import OutRecord, Topic
+from pipeline_defs.lib.kafka import KafkaResource, OutRecord, Topic
 from pipeline_defs.lib.kafka_to_delta import PARTITION_COLUMN, BatchContext
 from pipeline_defs.lib.schemas.tasks import RetryableTask, parse_task, route_failure
 
@@ -43,8 +43,13 @@ class Routed:
 class Retries:
     """Where failed tasks go: one topic per retry delay, then the DLQ."""
 
+    kafka: KafkaResource
     retry_topics: Sequence[tuple[str, int]]
-    dead_letters: Topic
+    dead_letter_topic: str
+
+    @property
+    def dead_letters(self) -> Topic:
+        return Topic(self.kafka, self.dead_letter_topic)
 
     def route(self, failed: Sequence[Failed], context: BatchContext) -> Routed:
         by_topic: dict[str, list[OutRecord]] = {}
@@ -54,7 +59,7 @@ class Retries:
                 item.task,
                 item.failure,
                 retry_topics=self.retry_topics,
-                dlq_topic=self.dead_letters.name,
+                dlq_topic=self.dead_letter_topic,
                 carrier=item.carrier,
                 consumer_group=context.group_id,
                 run_id=context.run_id,
@@ -62,8 +67,8 @@ class Retries:
             by_topic.setdefault(topic, []).append(record)
             destinations.append(topic)
         for topic, records in by_topic.items():
-            self.dead_letters.kafka.produce(topic, records)
-        return Routed(destinations, self.dead_letters.name)
+            self.kafka.produce(topic, records)
+        return Routed(destinations, self.dead_letter_topic)
 
 
 def parse_tasks(

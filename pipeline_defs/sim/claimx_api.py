@@ -6,8 +6,8 @@
 
 It can be told to misbehave the ways the real one does: ``not_found(project_id)`` (404 for that
 project and its children, until ``restore``), ``storm(503, requests=None)`` (every request fails until ``calm()``),
-``delay(seconds)`` (slow answers) and ``expire_links(media_ids)`` (the next media listing hands
-out links that have already expired). ``requests`` counts calls by endpoint, ``max_in_flight``
+``delay(seconds)`` (slow answers), ``garble(project_id)`` (answers the client cannot parse) and
+``expire_links(media_ids)`` (the next media listing hands out links that have already expired). ``requests`` counts calls by endpoint, ``max_in_flight``
 the most answered at once.
 """
 
@@ -23,6 +23,9 @@ from pipeline_defs.sim.claimx_world import ClaimXWorld, owner
 from pipeline_defs.sim.http_server import LocalHttpServer
 
 
+LIST_ENDPOINTS = {"project_media", "project_contacts", "project_tasks"}
+
+
 class ClaimXApiDouble(LocalHttpServer):
     def __init__(self, world: ClaimXWorld, port: int = 0, host_name: str = "127.0.0.1", token: Optional[str] = None):
         super().__init__(port, host_name)
@@ -33,6 +36,8 @@ class ClaimXApiDouble(LocalHttpServer):
         self._missing: set[str] = set()
         self._storm_status: Optional[int] = None
         self._storm_left: Optional[int] = None
+        self._storm_retry_after: Optional[int] = None
+        self._garbled: set[str] = set()
         self._delay_s = 0.0
         self._expire_next: set[str] = set()
 
@@ -43,12 +48,17 @@ class ClaimXApiDouble(LocalHttpServer):
     def restore(self, project_id: str) -> None:
         self._missing.discard(project_id)
 
-    def storm(self, status: int = 503, requests: Optional[int] = None) -> None:
-        """Answer ``status`` to every request (or to the next ``requests``) until ``calm()``."""
-        self._storm_status, self._storm_left = status, requests
+    def storm(self, status: int = 503, requests: Optional[int] = None, retry_after: Optional[int] = None) -> None:
+        """Answer ``status`` to every request (or to the next ``requests``) until ``calm()``,
+        with a Retry-After header when given."""
+        self._storm_status, self._storm_left, self._storm_retry_after = status, requests, retry_after
 
     def calm(self) -> None:
-        self._storm_status = self._storm_left = None
+        self._storm_status = self._storm_left = self._storm_retry_after = None
+
+    def garble(self, project_id: str) -> None:
+        """Answer for this project (and its children) with JSON the client cannot use."""
+        self._garbled.add(project_id)
 
     def delay(self, seconds: float) -> None:
         self._delay_s = seconds
@@ -96,9 +106,13 @@ class ClaimXApiDouble(LocalHttpServer):
                 await asyncio.sleep(self._delay_s)
             if self._storm_status is not None and self._storm_left != 0:
                 self._storm_left = None if self._storm_left is None else self._storm_left - 1
-                return web.json_response({"error": "unavailable"}, status=self._storm_status, headers={"Retry-After": "1"})
+                headers = {"Retry-After": str(self._storm_retry_after)} if self._storm_retry_after is not None else {}
+                return web.json_response({"error": "unavailable"}, status=self._storm_status, headers=headers)
             item_id = request.match_info["id"]
             project_id = item_id if endpoint.startswith("project") else owner(item_id)
+            if project_id in self._garbled:  # valid JSON, but not what the endpoint promises
+                garbled = {"unexpected": True}
+                return web.json_response([garbled] if endpoint in LIST_ENDPOINTS else garbled)
             document = None if project_id in self._missing else answer(item_id)
             if document is None:
                 return web.json_response({"error": "not found"}, status=404)

@@ -57,15 +57,14 @@ class ClaimXWorld:
 
     # ---- state ----------------------------------------------------------------------------
     def project(self, project_id: str) -> ProjectState:
-        """Any project id exists; one first asked about starts with two photos, a task and an
-        invited policyholder."""
+        """Any project id exists; one first asked about starts with a task and an invited
+        policyholder. Media appear only through ``add_media``, each with its event."""
         with self._lock:
             state = self._projects.get(project_id)
             if state is None:
                 rng = _seeded(project_id)
                 created = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=rng.randint(0, 400_000))
                 state = self._projects[project_id] = ProjectState(project_id, created)
-                state.media = [f"{project_id}-m{i}" for i in range(2)]
                 state.tasks = {f"{project_id}-t0": "ASSIGNED"}
             return state
 

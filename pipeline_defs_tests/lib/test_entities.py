@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pyarrow as pa
 from deltalake import DeltaTable
 
@@ -72,5 +74,15 @@ def test_duplicate_keys_and_dangling_references_are_found(lake):
     merge_entities(lake, PEOPLE, [{"person_id": "1", "name": "Ann"}], "run")
     merge_entities(lake, PETS, [{"pet_id": "p1", "person_id": "1"}, {"pet_id": "p2", "person_id": "9"}, {"pet_id": "p3", "person_id": None}], "run")
 
-    assert duplicate_keys(lake, PEOPLE) == (0, [])
-    assert dangling_references(lake, PETS, PEOPLE, ["person_id"]) == (1, [{"person_id": "9"}])
+    assert duplicate_keys(lake, PEOPLE, "run") == (0, [])
+    assert dangling_references(lake, PETS, PEOPLE, ["person_id"], "run") == (1, [{"person_id": "9"}])
+    assert dangling_references(lake, PETS, PEOPLE, ["person_id"], "another run") == (0, [])
+
+
+def test_an_older_answer_never_replaces_a_newer_one(lake):
+    now = datetime.now(timezone.utc)
+    merge_entities(lake, PEOPLE, [{"person_id": "1", "name": "renamed", "fetched_at": now}], "fast-run")
+
+    stale = merge_entities(lake, PEOPLE, [{"person_id": "1", "name": "original", "fetched_at": now - timedelta(seconds=5)}], "slow-run")
+
+    assert stale.updated == 0 and table_rows(lake, "people")["name"].to_list() == ["renamed"]

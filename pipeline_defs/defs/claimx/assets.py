@@ -1,5 +1,6 @@
 """ClaimX: the event log, the entity tables the API enrichment keeps current, and the media inventory."""
 
+from contextlib import contextmanager
 from typing import Iterator
 
 import dagster as dg
@@ -12,7 +13,7 @@ from pipeline_defs.defs.claimx.checks import (
     entity_checks,
 )
 from pipeline_defs.lib.attachments import AttachmentInventorySink
-from pipeline_defs.lib.claimx.api import ClaimXApiResource
+from pipeline_defs.lib.claimx.api import ApiAccessRefused, ClaimXApiResource
 from pipeline_defs.lib.claimx.enrichment import ENRICHMENT_LOG, EnrichmentSink
 from pipeline_defs.lib.claimx.entities import ENTITY_TABLES, MEDIA
 from pipeline_defs.lib.claimx.media import MediaUrlRefresher
@@ -29,7 +30,7 @@ from pipeline_defs.lib.retries import Retries
 from pipeline_defs.lib.schemas.claimx import (
     CLAIMX_ATTACHMENTS,
     CLAIMX_EVENTS,
-    ENRICHMENT_TASK_COLUMNS,
+    CLAIMX_TASK_SOURCE_COLUMNS,
     claimx_enrichment_task_records,
     claimx_enrichment_tasks,
     media_download_tasks,
@@ -79,6 +80,19 @@ def claimx_events(
             context.run.run_id, pipeline.ingest.dedup_window_days, "event_id_unique",
         ),
     )
+
+
+@contextmanager
+def api_access_required() -> Iterator[None]:
+    """A refused token is no event's fault: the run fails without retries (they would be
+    refused too) and its offsets stay where they were, so nothing is lost or dead-lettered."""
+    try:
+        yield
+    except ApiAccessRefused as refused:
+        raise dg.Failure(
+            description=f"{refused}. Fix the token (settings claimx_api.token_env) and re-execute this run.",
+            allow_retries=False,
+        ) from None
 
 
 ENTITY_DESCRIPTIONS = {
@@ -136,16 +150,16 @@ def claimx_entities(
     sink = EnrichmentSink(
         api=claimx_api,
         lake=lake,
-        retries=Retries(pipeline.retry_topics(pending), Topic(kafka, topics.claimx_enrichment_dlq)),
+        retries=Retries(kafka, pipeline.retry_topics(pending), topics.claimx_enrichment_dlq),
         downloads=Topic(kafka, topics.claimx_downloads_pending),
     )
-    report, mode = work_tasks(
-        context, sink=sink, kafka=kafka, lake=lake, pipeline=pipeline, asset_name="claimx_entities",
-        pending_topic=pending, repair=RepairSource(CLAIMX_EVENTS.table, ENRICHMENT_TASK_COLUMNS, claimx_enrichment_tasks),
-    )
+    with api_access_required():
+        report, mode = work_tasks(
+            context, sink=sink, kafka=kafka, lake=lake, pipeline=pipeline, asset_name="claimx_entities",
+            pending_topic=pending, repair=RepairSource(CLAIMX_EVENTS.table, CLAIMX_TASK_SOURCE_COLUMNS, claimx_enrichment_tasks),
+        )
     for table in ENTITY_TABLES:
         stats = sink.merged.get(table.name, MergeStats())
-        current = lake.load(table.name)
         yield dg.MaterializeResult(
             asset_key=table.name,
             metadata={
@@ -153,14 +167,20 @@ def claimx_entities(
                 "rows_updated": stats.updated,
                 "rows_unchanged": stats.unchanged,
                 "commit_conflicts_retried": stats.conflicts,
-                "delta_version": current.version() if current is not None else -1,
+                "delta_version": stats.version if stats.version >= 0 else _version(lake, table.name),
             },
         )
     metadata = ingest_metadata(report, kafka, mode)
     metadata["api_calls_by_endpoint"] = dg.MetadataValue.json(dict(sink.api_calls_by_endpoint))
     metadata["circuit_transitions"] = dg.MetadataValue.json(sink.breaker_transitions)
     yield dg.MaterializeResult(asset_key=ENRICHMENT_LOG, metadata=metadata)
-    yield from entity_checks(lake)
+    yield from entity_checks(lake, context.run.run_id)
+
+
+def _version(lake: DeltaLakeResource, table: str) -> int:
+    """The version of a table this run did not write to (-1: not created yet)."""
+    current = lake.load(table)
+    return current.version() if current is not None else -1
 
 
 @dg.asset(
@@ -193,13 +213,14 @@ def claimx_attachments(
         spec=CLAIMX_ATTACHMENTS,
         http=claimx_media_http,
         files=files,
-        retries=Retries(pipeline.retry_topics(pending), Topic(kafka, pipeline.topics.claimx_downloads_dlq)),
+        retries=Retries(kafka, pipeline.retry_topics(pending), pipeline.topics.claimx_downloads_dlq),
         refresher=MediaUrlRefresher(claimx_api),
     )
-    report, mode = work_tasks(
-        context, sink=sink, kafka=kafka, lake=lake, pipeline=pipeline, asset_name="claimx_attachments",
-        pending_topic=pending, repair=RepairSource(CLAIMX_EVENTS.table, ENRICHMENT_TASK_COLUMNS, media_download_tasks),
-    )
+    with api_access_required():
+        report, mode = work_tasks(
+            context, sink=sink, kafka=kafka, lake=lake, pipeline=pipeline, asset_name="claimx_attachments",
+            pending_topic=pending, repair=RepairSource(CLAIMX_EVENTS.table, CLAIMX_TASK_SOURCE_COLUMNS, media_download_tasks),
+        )
     metadata = ingest_metadata(report, kafka, mode)
     metadata["circuit_transitions"] = dg.MetadataValue.json(sink.breaker_transitions)
     return dg.MaterializeResult(

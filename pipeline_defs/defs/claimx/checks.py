@@ -22,34 +22,39 @@ entity_check_specs = [
             "merge_keys_unique",
             asset=table.name,
             blocking=True,
-            description=f"Each ({', '.join(table.keys)}) appears once: the table holds one latest row per entity.",
+            description=f"Each ({', '.join(table.keys)}) a run wrote appears once: one latest row per entity.",
         )
         for table in ENTITY_TABLES
     ),
-    dg.AssetCheckSpec("project_exists", asset=MEDIA.name, description="Every media row's project is in claimx_projects."),
     dg.AssetCheckSpec(
-        "template_known", asset=TASKS.name, description="WARN when a task names a template claimx_task_templates lacks."
+        "project_exists", asset=MEDIA.name, description="Every media row a run wrote has its project in claimx_projects."
+    ),
+    dg.AssetCheckSpec(
+        "template_known",
+        asset=TASKS.name,
+        description="WARN when a task a run wrote names a template claimx_task_templates lacks.",
     ),
 ]
 
 
-def entity_checks(lake: DeltaLakeResource) -> Iterator[dg.AssetCheckResult]:
+def entity_checks(lake: DeltaLakeResource, run_id: str) -> Iterator[dg.AssetCheckResult]:
+    """On the rows ``run_id`` wrote: the rest of each table was checked by the run that wrote it."""
     for table in ENTITY_TABLES:
-        duplicated, sample = duplicate_keys(lake, table)
+        duplicated, sample = duplicate_keys(lake, table, run_id)
         yield dg.AssetCheckResult(
             asset_key=table.name,
             check_name="merge_keys_unique",
             passed=duplicated == 0,
             metadata={"duplicated_keys": duplicated, "sample": dg.MetadataValue.json(sample)},
         )
-    orphans, sample = dangling_references(lake, MEDIA, PROJECTS, ["project_id"])
+    orphans, sample = dangling_references(lake, MEDIA, PROJECTS, ["project_id"], run_id)
     yield dg.AssetCheckResult(
         asset_key=MEDIA.name,
         check_name="project_exists",
         passed=orphans == 0,
         metadata={"media_without_project": orphans, "sample": dg.MetadataValue.json(sample)},
     )
-    unknown, sample = dangling_references(lake, TASKS, TASK_TEMPLATES, ["template_id", "project_id"])
+    unknown, sample = dangling_references(lake, TASKS, TASK_TEMPLATES, ["template_id", "project_id"], run_id)
     yield dg.AssetCheckResult(
         asset_key=TASKS.name,
         check_name="template_known",

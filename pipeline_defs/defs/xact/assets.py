@@ -8,7 +8,7 @@ from pipeline_defs.lib.delta import DeltaLakeResource
 from pipeline_defs.lib.delta_checks import event_log_checks, inventory_checks
 from pipeline_defs.lib.downloader import AttachmentHttpResource
 from pipeline_defs.lib.file_store import FileStoreResource
-from pipeline_defs.lib.kafka import KafkaResource, Topic
+from pipeline_defs.lib.kafka import KafkaResource
 from pipeline_defs.lib.partitions import ingestion_days
 from pipeline_defs.lib.policies import OWNERS, TRANSIENT_FAILURE_RETRY
 from pipeline_defs.lib.range_runs import RepairSource, ingest_events, ingest_metadata, work_tasks
@@ -96,7 +96,7 @@ def xact_attachments(
         spec=XACT_ATTACHMENTS,
         http=attachment_http,
         files=files,
-        retries=Retries(pipeline.retry_topics(pending), Topic(kafka, pipeline.topics.xact_downloads_dlq)),
+        retries=Retries(kafka, pipeline.retry_topics(pending), pipeline.topics.xact_downloads_dlq),
     )
     report, mode = work_tasks(
         context, sink=sink, kafka=kafka, lake=lake, pipeline=pipeline, asset_name="xact_attachments",

@@ -15,14 +15,14 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Optional, Sequence
 
 import polars as pl
 import pyarrow as pa
 from confluent_kafka import Message
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable
 
-from pipeline_defs.lib.claimx.api import ApiError, ClaimXApiClient, ClaimXApiResource, Media
+from pipeline_defs.lib.claimx.api import ApiAccessRefused, ApiError, ClaimXApiClient, ClaimXApiResource, Media, found
 from pipeline_defs.lib.claimx.entities import (
     ENTITY_TABLES,
     PROJECTS,
@@ -35,9 +35,9 @@ from pipeline_defs.lib.claimx.entities import (
 )
 from pipeline_defs.lib.delta import DeltaLakeResource
 from pipeline_defs.lib.entities import MergeStats, merge_entities
-from pipeline_defs.lib.failures import FailureCategory, TaskFailure
+from pipeline_defs.lib.failures import FAILURE_COUNTERS, FailureCategory, TaskFailure
 from pipeline_defs.lib.kafka import OutRecord, Topic
-from pipeline_defs.lib.kafka_to_delta import LINEAGE_COLUMNS, PARTITION_COLUMN, BatchContext
+from pipeline_defs.lib.kafka_to_delta import LINEAGE_COLUMNS, PARTITION_COLUMN, BatchContext, dedup_window, merge_by_day
 from pipeline_defs.lib.retries import Carried, Failed, Retries, parse_tasks, task_lineage
 from pipeline_defs.lib.schemas.claimx import ClaimXDownloadTask, ClaimXEnrichmentTask, ClaimXEventType
 
@@ -61,6 +61,7 @@ LOG_SCHEMA = pa.unify_schemas([LOG_COLUMNS, LINEAGE_COLUMNS])
 
 ENRICHMENT_COUNTERS = (
     "events_enriched",
+    "already_enriched",
     "projects_preflight_fetched",
     "download_tasks_sent",
     "failed_transient",
@@ -73,12 +74,6 @@ ENRICHMENT_COUNTERS = (
     "api_cache_hits",
     "api_not_found",
 )
-_FAILURE_COUNTER = {
-    FailureCategory.TRANSIENT: "failed_transient",
-    FailureCategory.PERMANENT: "failed_permanent",
-    FailureCategory.AUTH: "failed_auth",
-    FailureCategory.CIRCUIT_OPEN: "circuit_open",
-}
 
 
 @dataclass
@@ -89,21 +84,16 @@ class Enriched:
     downloads: list[ClaimXDownloadTask] = field(default_factory=list)
 
 
-T = TypeVar("T")
-
-
-def found(answer: Optional[T], what: str) -> T:
-    if answer is None:
-        raise ApiError(TaskFailure(FailureCategory.PERMANENT, "not_found", f"{what} not found (HTTP 404)"))
-    return answer
-
-
 def combined(*parts: Rows) -> Rows:
     rows: Rows = {}
     for part in parts:
-        for table, table_rows in part.items():
-            rows.setdefault(table, []).extend(table_rows)
+        add_rows(rows, part)
     return rows
+
+
+def add_rows(into: Rows, part: Rows, **lineage: Any) -> None:
+    for table, table_rows in part.items():
+        into.setdefault(table, []).extend(row | lineage for row in table_rows)
 
 
 def download_task(media: Media, event: ClaimXEnrichmentTask) -> ClaimXDownloadTask:
@@ -123,11 +113,16 @@ def download_task(media: Media, event: ClaimXEnrichmentTask) -> ClaimXDownloadTa
 
 
 async def project_created(event: ClaimXEnrichmentTask, api: ClaimXApiClient) -> Enriched:
-    project, contacts, tasks = await asyncio.gather(
+    answers = await asyncio.gather(
         api.get_project(event.project_id),
         api.get_project_contacts(event.project_id),
         api.get_project_tasks(event.project_id),
+        return_exceptions=True,  # no call is left running when one fails
     )
+    for answer in answers:
+        if isinstance(answer, BaseException):
+            raise answer
+    project, contacts, tasks = answers
     project = found(project, f"project {event.project_id}")
     return Enriched(combined(project_rows(project), contact_rows(contacts or []), task_rows(tasks or [])))
 
@@ -209,40 +204,38 @@ class EnrichmentSink:
         return self.process(parse_tasks(ClaimXEnrichmentTask, messages, self.retries.dead_letters, context), context)
 
     def write(self, rows: pa.Table, table: DeltaTable, commit: CommitProperties, context: BatchContext) -> int:
-        if rows.num_rows == 0:  # nothing to log, but the watermarks still move
-            write_deltalake(table, rows, mode="append", partition_by=[PARTITION_COLUMN], commit_properties=commit)
-            return 0
+        # the newest outcome wins, except that nothing replaces "enriched" but "enriched"
         latest = pl.from_arrow(rows).unique(subset=["event_id"], keep="last", maintain_order=True)
-        days = ", ".join(f"'{d}'" for d in latest[PARTITION_COLUMN].unique().to_list())
-        metrics = (
-            table.merge(
-                latest.to_arrow().cast(LOG_SCHEMA),
-                predicate=f"t.event_id = s.event_id AND t.{PARTITION_COLUMN} IN ({days})",
-                source_alias="s",
-                target_alias="t",
-                commit_properties=commit,
-            )
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
+        return merge_by_day(
+            table,
+            latest.to_arrow().cast(LOG_SCHEMA),
+            ("event_id",),
+            commit,
+            update_when=f"t.outcome <> '{ENRICHED}' OR s.outcome = '{ENRICHED}'",
         )
-        return int(metrics.get("num_target_rows_inserted", 0)) + int(metrics.get("num_target_rows_updated", 0))
 
     # ---- the work -----------------------------------------------------------------------
     def process(self, tasks: Sequence[Carried], context: BatchContext) -> pa.Table:
-        outcomes = asyncio.run(self._enrich([task for task, _ in tasks], context)) if tasks else []
+        tasks = self._not_yet_enriched(tasks, context)
+        fetched_at = datetime.now(timezone.utc)  # before any call: a later fetch wins a merge
+        outcomes = asyncio.run(self._enrich([task for task, _ in tasks], fetched_at, context)) if tasks else []
         counts = context.report.counts
         entity_rows: Rows = {}
         downloads: list[ClaimXDownloadTask] = []
         failed: list[Failed] = []
         for (task, carrier), outcome in zip(tasks, outcomes):
             if isinstance(outcome, TaskFailure):
-                counts[_FAILURE_COUNTER[outcome.category]] += 1
+                counts[FAILURE_COUNTERS[outcome.category]] += 1
                 failed.append(Failed(task, carrier, outcome))
                 continue
             counts["events_enriched"] += 1
-            lineage = {"source_event_id": task.event_id, "source_event_type": task.event_type.value}
-            entity_rows = combined(entity_rows, {t: [r | lineage for r in rows] for t, rows in outcome.rows.items()})
+            add_rows(
+                entity_rows,
+                outcome.rows,
+                source_event_id=task.event_id,
+                source_event_type=task.event_type.value,
+                fetched_at=fetched_at,
+            )
             downloads += outcome.downloads
         for table in ENTITY_TABLES:  # projects first: every other table refers to them
             self._merge(table.name, entity_rows.get(table.name, []), context)
@@ -256,9 +249,28 @@ class EnrichmentSink:
         rows = [self._log_row(task, carrier, outcome, where.get(task.key), context, now) for (task, carrier), outcome in zip(tasks, outcomes)]
         return pa.Table.from_pylist(rows, schema=LOG_SCHEMA)
 
-    async def _enrich(self, tasks: Sequence[ClaimXEnrichmentTask], context: BatchContext) -> list[Outcome]:
+    def _not_yet_enriched(self, tasks: Sequence[Carried], context: BatchContext) -> list[Carried]:
+        """Events the log already has as enriched are not asked about again (a backfill, a
+        task sent twice): the entity tables hold their answers."""
+        log = context.table
+        if not tasks or log is None:
+            return list(tasks)
+        days = sorted({d for task, _ in tasks for d in dedup_window(task.source.ingestion_date, 1)})
+        done = set(
+            pl.scan_delta(log)
+            .filter(pl.col(PARTITION_COLUMN).is_in(days) & (pl.col("outcome") == ENRICHED))
+            .filter(pl.col("event_id").is_in([task.event_id for task, _ in tasks]))
+            .select("event_id")
+            .collect()["event_id"]
+        )
+        context.report.counts["already_enriched"] += sum(task.event_id in done for task, _ in tasks)
+        return [(task, carrier) for task, carrier in tasks if task.event_id not in done]
+
+    async def _enrich(
+        self, tasks: Sequence[ClaimXEnrichmentTask], fetched_at: datetime, context: BatchContext
+    ) -> list[Outcome]:
         async with self.api.client() as api:
-            blocked = await self._preflight(api, sorted({t.project_id for t in tasks}), context)
+            blocked = await self._preflight(api, sorted({t.project_id for t in tasks}), fetched_at, context)
 
             async def one(task: ClaimXEnrichmentTask) -> Outcome:
                 if task.project_id in blocked:
@@ -267,6 +279,10 @@ class EnrichmentSink:
                     return await HANDLERS[task.event_type](task, api)
                 except ApiError as error:
                     return error.failure
+                except ApiAccessRefused:
+                    raise  # the credentials, not the event: the run fails
+                except Exception as error:  # an answer we cannot use must not stall the stream
+                    return TaskFailure(FailureCategory.PERMANENT, "unexpected", f"{task.event_type.value}: {type(error).__name__}")
 
             outcomes = await asyncio.gather(*(one(task) for task in tasks))
             counts = context.report.counts
@@ -277,15 +293,20 @@ class EnrichmentSink:
             self.breaker_transitions += [f"{t.from_state.value} -> {t.to_state.value}" for t in api.breakers.transitions]
         return list(outcomes)
 
-    async def _preflight(self, api: ClaimXApiClient, project_ids: list[str], context: BatchContext) -> dict[str, TaskFailure]:
+    async def _preflight(
+        self, api: ClaimXApiClient, project_ids: list[str], fetched_at: datetime, context: BatchContext
+    ) -> dict[str, TaskFailure]:
         """Fetch and merge the projects the table lacks; return the projects whose events
         cannot go on now (not found, or the API failed), with the reason."""
         missing = sorted(set(project_ids) - self._known_projects(project_ids))
         answers = await asyncio.gather(*(self._project(api, pid) for pid in missing))
         blocked = {pid: a for pid, a in zip(missing, answers) if isinstance(a, TaskFailure)}
-        fetched = [row for a in answers if not isinstance(a, TaskFailure) for row in a[PROJECTS.name]]
-        context.report.counts["projects_preflight_fetched"] += len(fetched)
-        self._merge(PROJECTS.name, [r | {"source_event_type": "preflight"} for r in fetched], context)
+        fetched: Rows = {}
+        for answer in answers:
+            if not isinstance(answer, TaskFailure):
+                add_rows(fetched, answer, source_event_type="preflight", fetched_at=fetched_at)
+        context.report.counts["projects_preflight_fetched"] += len(fetched.get(PROJECTS.name, []))
+        self._merge(PROJECTS.name, fetched.get(PROJECTS.name, []), context)
         return blocked
 
     @staticmethod
@@ -316,7 +337,7 @@ class EnrichmentSink:
         now: datetime,
     ) -> dict[str, Any]:
         if isinstance(outcome, TaskFailure):
-            state = DEAD_LETTERED if routed_to == self.retries.dead_letters.name else RETRYING
+            state = DEAD_LETTERED if routed_to == self.retries.dead_letter_topic else RETRYING
             detail, tables, downloads = f"{outcome.code}: {outcome.detail}", [], 0
         else:
             state, detail = ENRICHED, None

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Sequence
 
-from pipeline_defs.lib.claimx.api import ApiError, ClaimXApiClient, ClaimXApiResource
-from pipeline_defs.lib.claimx.enrichment import found
+from pipeline_defs.lib.claimx.api import ApiError, ClaimXApiClient, ClaimXApiResource, found
 from pipeline_defs.lib.failures import FailureCategory, TaskFailure
 from pipeline_defs.lib.schemas.claimx import ClaimXDownloadTask
 from pipeline_defs.lib.schemas.downloads import AttachmentTask

@@ -131,7 +131,8 @@ class ClaimXEnrichmentTask(ClaimXEventFields, RetryableTask):
         return self.project_id.encode()  # a project's events stay in order
 
 
-ENRICHMENT_TASK_COLUMNS = [*EVENT_ID_COLUMNS, "event_ingested_at", "kafka_topic", "kafka_partition", "kafka_offset", PARTITION_COLUMN]
+# The claimx_events columns its enrichment and media download tasks are derived from (backfills).
+CLAIMX_TASK_SOURCE_COLUMNS = [*EVENT_ID_COLUMNS, "event_ingested_at", "kafka_topic", "kafka_partition", "kafka_offset", PARTITION_COLUMN]
 
 
 def claimx_enrichment_tasks(events: pl.DataFrame) -> list[ClaimXEnrichmentTask]:
@@ -179,6 +180,9 @@ class ClaimXDownloadTask(AttachmentTask):
 
     def is_stale(self, now: datetime) -> bool:
         return not self.download_url or (self.expires_at is not None and self.expires_at <= now)
+
+    def without_credentials(self) -> "ClaimXDownloadTask":
+        return self.model_copy(update={"download_url": "", "expires_at": None})
 
 
 CLAIMX_ATTACHMENTS = InventorySpec(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Annotated
 
@@ -16,8 +17,17 @@ def _integer_as_text(value: object) -> object:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-# Sources send ids as numbers or strings; the tables keep them as text.
-Identifier = Annotated[NonEmptyStr, BeforeValidator(_integer_as_text)]
+def _plain_id(value: str) -> str:
+    if not _ID.fullmatch(value) or set(value) == {"."}:
+        raise ValueError("ids may hold letters, digits and . _ : - only")
+    return value
+
+
+_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+# Sources send ids as numbers or strings; the tables keep them as text. Ids end up in API
+# paths, blob paths and DLQ entry ids, so they are kept to a plain alphabet.
+Identifier = Annotated[NonEmptyStr, BeforeValidator(_integer_as_text), AfterValidator(_plain_id)]
 
 
 def _aware(value: datetime) -> datetime:

@@ -66,6 +66,11 @@ class RetryableTask(BaseModel):
     def encode(self) -> bytes:
         return self.model_dump_json().encode()
 
+    def without_credentials(self) -> "RetryableTask":
+        """The task as a DLQ may keep it: long-lived, browsed by operators. Tasks carrying a
+        short-lived credential (a presigned link) drop it; a replay fetches a fresh one."""
+        return self
+
     def after_failure(self, failure: TaskFailure, retry_count: int, now: datetime) -> "RetryableTask":
         attempt = Attempt(
             attempt=len(self.history) + 1,
@@ -122,7 +127,7 @@ def route_failure(
     if retryable:
         reason = f"retries exhausted after {len(final.history)} attempts; last {reason}"
     payload = FailedTask(
-        task=final.model_dump(mode="json"),
+        task=final.without_credentials().model_dump(mode="json"),
         error_category=failure.category.value,
         error_code=failure.code,
         final_error=reason,

@@ -25,7 +25,10 @@ from pipeline_defs.defs.claimx.sensors import (
 from pipeline_defs.defs.dlq.assets import dlq_view_assets
 from pipeline_defs.defs.dlq.operations import dlq_replay_job
 from pipeline_defs.defs.dlq.sensors import dlq_view_sensors
+from pipeline_defs.lib.claimx import enrichment as enrichment_module
+from pipeline_defs.lib.claimx.api import ClaimXApiResource
 from pipeline_defs.lib.claimx.enrichment import EnrichmentSink
+from pipeline_defs.lib.entities import merge_entities
 from pipeline_defs.lib.claimx.entities import ENTITY_TABLES
 from pipeline_defs.lib.kafka import OutRecord, Topic
 from pipeline_defs.lib.kafka_to_delta import BatchContext, IngestMode, IngestReport, consume_ranges
@@ -100,7 +103,8 @@ def test_all_nine_event_types_land_in_the_right_tables(resources, topics, kafka,
     assert dict(zip(contacts["role"], contacts["invite_status"])) == {"POLICYHOLDER": "JOINED", "ADJUSTER": "JOINED"}
     tasks = rows(lake, "claimx_tasks")
     assert sorted(tasks["status"]) == ["ASSIGNED", "COMPLETED"]  # the project's first task, and the one assigned then completed
-    assert rows(lake, "claimx_task_templates").height >= 1
+    templates = rows(lake, "claimx_task_templates")
+    assert set(zip(tasks["template_id"], tasks["project_id"])) <= set(zip(templates["template_id"], templates["project_id"]))
     links = rows(lake, "claimx_external_links")
     assert set(links["link_host"]) == {"customer.claimx.example"} and "url" not in links.columns
     assert rows(lake, "claimx_video_collab")["status"].to_list() == ["COMPLETED"]
@@ -118,7 +122,9 @@ def test_all_nine_event_types_land_in_the_right_tables(resources, topics, kafka,
     assert materialized(enrichment, "claimx_projects")["rows_inserted"] == 1
 
 
-def test_replaying_the_same_events_leaves_the_tables_unchanged(resources, topics, kafka, lake, instance, claimx_world):
+def test_replaying_the_same_events_leaves_the_tables_unchanged(
+    resources, topics, kafka, lake, instance, claimx_world, consume_all
+):
     source = ClaimXEventSource(claimx_world, random.Random(5))
     events = one_of_each(source) + [source.event() for _ in range(20)]
     produce(kafka, topics, events)
@@ -128,7 +134,8 @@ def test_replaying_the_same_events_leaves_the_tables_unchanged(resources, topics
     enrichment_requests = tick(claimx_enrichment_sensor, claimx.defs, instance, resources).run_requests
     for request in enrichment_requests:
         execute(claimx_entities, request, resources, instance)
-    before = {name: rows(lake, name) for name in ENTITY_NAMES}
+    before = {name: rows(lake, name) for name in [*ENTITY_NAMES, "claimx_enrichment_log"]}
+    downloads_before = len(consume_all(topics.claimx_downloads_pending))
 
     for request in enrichment_requests:  # the same runs again: watermarks make them no-ops
         again = execute(claimx_entities, request, resources, instance)
@@ -139,10 +146,11 @@ def test_replaying_the_same_events_leaves_the_tables_unchanged(resources, topics
     today = datetime.now(timezone.utc).date().isoformat()
     backfill = dg.materialize([claimx_entities], partition_key=today, resources=resources, instance=instance)
 
-    for name in ENTITY_NAMES:
-        assert rows(lake, name).sort(rows(lake, name).columns[0]).equals(before[name].sort(before[name].columns[0])), name
-        assert materialized(backfill, name)["rows_updated"] == 0 and materialized(backfill, name)["rows_inserted"] == 0
-    assert log(lake)["event_id"].n_unique() == log(lake).height == len(events)
+    for name, earlier in before.items():
+        assert rows(lake, name).sort(earlier.columns[0]).equals(earlier.sort(earlier.columns[0])), name
+    assert materialized(backfill, "claimx_enrichment_log")["already_enriched"] == len(events)
+    assert len(consume_all(topics.claimx_downloads_pending)) == downloads_before
+    assert consume_all(topics.claimx_enrichment_dlq) == []
 
 
 def metadata_of_log(result: dg.ExecuteInProcessResult) -> dict:
@@ -176,7 +184,7 @@ def test_a_project_the_api_does_not_know_is_dead_lettered_with_its_reason(
 
 
 def test_a_503_storm_opens_the_circuit_loses_nothing_and_everything_lands_after_recovery(
-    resources, topics, kafka, lake, instance, claimx_world, claimx_api_double, consume_all
+    resources, topics, kafka, lake, instance, claimx_world, claimx_api_double, claimx_api, consume_all
 ):
     source = ClaimXEventSource(claimx_world, random.Random(11))
     events = one_of_each(source) + [source.event() for _ in range(30)]
@@ -189,7 +197,9 @@ def test_a_503_storm_opens_the_circuit_loses_nothing_and_everything_lands_after_
     metadata = materialized(stormy, "claimx_enrichment_log")
     assert metadata["events_enriched"] == 0 and metadata["retries_scheduled"] == len(events)
     assert metadata["circuit_open"] > 0 and "closed -> open" in metadata["circuit_transitions"]
-    assert claimx_api_double.total_requests < len(events)  # the breaker spared the API
+    projects = {str(e["project_id"]) for e in events}
+    # at most every project's pre-flight call, each tried max_attempts times, before the breaker opened
+    assert claimx_api_double.total_requests <= claimx_api.settings.max_attempts * len(projects) < len(events)
     assert set(log(lake)["outcome"]) == {"retrying"}
 
     claimx_api_double.calm()
@@ -214,7 +224,7 @@ def test_an_expired_media_link_is_refreshed_and_downloaded(
     run_step(claimx_enrichment_sensor, claimx_entities, resources, instance)
     # and a task whose host says the link expired (S3's 403 "Request has expired")
     refused = ClaimXDownloadTask(
-        media_id=f"{project}-m0",
+        media_id=claimx_world.add_media(project),
         project_id=project,
         download_url=media_host.url("expired/basement_0.jpg"),
         file_name="basement_0.jpg",
@@ -265,7 +275,7 @@ def test_a_file_event_of_an_unseen_project_fetches_the_project_first(resources, 
 
 
 def test_two_overlapping_enrichment_runs_merging_into_the_same_tables_both_succeed(
-    resources, topics, kafka, lake, instance, claimx_world, claimx_api, pipeline_config
+    resources, topics, kafka, lake, instance, claimx_world, claimx_api, pipeline_config, monkeypatch
 ):
     """Two run processes enriching at once (the pool serialises them in deployment; this is
     what delta-rs' conflict check and the merge retries must survive without it)."""
@@ -279,12 +289,22 @@ def test_two_overlapping_enrichment_runs_merging_into_the_same_tables_both_succe
     reports: list = [None, None]
     sinks: list = [None, None]
     start = threading.Barrier(2)
+    together = threading.Barrier(2)
+    first_merge_done: set[int] = set()
+
+    def merge_together(lake_, table, rows_, run_id):  # both runs' first merges read one snapshot
+        if rows_ and threading.get_ident() not in first_merge_done:
+            first_merge_done.add(threading.get_ident())
+            together.wait(30)
+        return merge_entities(lake_, table, rows_, run_id)
+
+    monkeypatch.setattr(enrichment_module, "merge_entities", merge_together)
 
     def run(i: int) -> None:
         sink = sinks[i] = EnrichmentSink(
             api=claimx_api,
             lake=lake,
-            retries=Retries(pipeline_config.retry_topics(pending), Topic(kafka, topics.claimx_enrichment_dlq)),
+            retries=Retries(kafka, pipeline_config.retry_topics(pending), topics.claimx_enrichment_dlq),
             downloads=Topic(kafka, topics.claimx_downloads_pending),
         )
         context = BatchContext(
@@ -304,7 +324,7 @@ def test_two_overlapping_enrichment_runs_merging_into_the_same_tables_both_succe
         thread.join()
 
     assert all(r is not None for r in reports), "a run failed"
-    print("entity commit conflicts retried:", {i: sum(s.conflicts for s in sinks[i].merged.values()) for i in (0, 1)})
+    assert sum(stats.conflicts for sink in sinks for stats in sink.merged.values()) >= 1  # they did collide
     assert sum(r.counts["events_enriched"] for r in reports) == len(events)
     assert log(lake).height == len(events) and set(log(lake)["outcome"]) == {"enriched"}
     for table in ENTITY_TABLES:
@@ -360,3 +380,83 @@ def test_dead_lettered_enrichments_show_in_their_dlq_view_and_replay_once_fixed(
 
     assert rows(lake, "claimx_projects")["project_id"].to_list() == [project]
     assert dict(zip(log(lake)["event_id"], log(lake)["outcome"])) == {created["event_id"]: "enriched"}
+
+
+def test_a_backfill_enriches_and_downloads_what_the_stream_missed(
+    resources, topics, kafka, lake, files, instance, claimx_world, claimx_api_double
+):
+    source = ClaimXEventSource(claimx_world, random.Random(37))
+    events = one_of_each(source) + [source.event("PROJECT_FILE_ADDED") for _ in range(3)]
+    produce(kafka, topics, events)
+    run_step(claimx_events_sensor, claimx_events, resources, instance)  # the enrichment topic is never worked: a gap
+    today = datetime.now(timezone.utc).date().isoformat()
+
+    entities = dg.materialize([claimx_entities], partition_key=today, resources=resources, instance=instance)
+    media_calls = claimx_api_double.requests["project_media"]
+    media = dg.materialize([claimx_attachments], partition_key=today, resources=resources, instance=instance)
+
+    assert materialized(entities, "claimx_enrichment_log")["mode"] == "backfill"
+    assert set(log(lake)["outcome"]) == {"enriched"} and log(lake).height == len(events)
+    file_events = [e for e in events if e["event_type"] == "PROJECT_FILE_ADDED"]
+    stored = rows(lake, "claimx_attachments")
+    assert sorted(stored["media_id"]) == sorted(e["media_id"] for e in file_events)
+    assert metadata_of(media)["urls_refreshed"] == len(file_events)  # a backfill's tasks carry no link
+    assert claimx_api_double.requests["project_media"] - media_calls == len({str(e["project_id"]) for e in file_events})
+    assert all((Path(files.storage.files_root) / p).exists() for p in stored["blob_path"])
+
+
+def test_a_refused_api_token_fails_the_run_and_dead_letters_nothing(
+    resources, topics, kafka, lake, instance, claimx_world, claimx_api, consume_all
+):
+    produce(kafka, topics, one_of_each(ClaimXEventSource(claimx_world, random.Random(41))))
+    run_step(claimx_events_sensor, claimx_events, resources, instance)
+    (request,) = tick(claimx_enrichment_sensor, claimx.defs, instance, resources).run_requests
+    revoked = {**resources, "claimx_api": ClaimXApiResource(settings=claimx_api.settings, token="revoked")}
+
+    failed = dg.materialize([claimx_entities], partition_key=request.partition_key, tags=request.tags,
+                            resources=revoked, instance=instance, raise_on_error=False)
+
+    assert not failed.success
+    assert "refused the token" in str(failed.get_step_failure_events()[0].step_failure_data.error.message)
+    assert consume_all(topics.claimx_enrichment_dlq) == [] and log(lake).height == 0
+    assert execute(claimx_entities, request, resources, instance).success  # the same range, once the token is fixed
+    assert set(log(lake)["outcome"]) == {"enriched"}
+
+
+def test_presigned_links_never_reach_the_dlq(resources, topics, kafka, lake, instance, media_host, consume_all):
+    signed = media_host.url("status/404/photo.jpg?X-Amz-Date=20990101T000000Z&X-Amz-Expires=60&X-Amz-Signature=s3cr3t")
+    task = ClaimXDownloadTask(
+        media_id="9-m1", project_id="9", download_url=signed, file_name="photo.jpg",
+        source=SourceEvent(topic=topics.claimx_events, partition=0, offset=0, ingestion_date=datetime.now(timezone.utc).date()),
+    )
+    kafka.produce(topics.claimx_downloads_pending, [OutRecord(task.encode(), task.message_key)])
+
+    run_step(claimx_attachments_sensor, claimx_attachments, resources, instance)
+    view_asset = next(a for a in dlq_view_assets if a.key.path[-1] == "dlq_claimx_downloads")
+    view_sensor = next(s for s in dlq_view_sensors if s.name == "dlq_claimx_downloads_sensor")
+    for request in tick(view_sensor, dlq.defs, instance, resources).run_requests:
+        dg.materialize([view_asset], tags=request.tags, resources=resources, instance=instance)
+
+    (dead,) = consume_all(topics.claimx_downloads_dlq)
+    payload = json.loads(dead.value())
+    assert payload["error_code"] == "http_404" and payload["task"]["download_url"] == ""
+    assert b"s3cr3t" not in dead.value() and all(b"s3cr3t" not in (v or b"") for _, v in dead.headers())
+    (entry,) = rows(lake, "dlq_claimx_downloads").to_dicts()
+    assert entry["item_id"] == "9-m1" and b"s3cr3t" not in entry["payload"]
+
+
+def test_an_api_answer_that_cannot_be_used_is_dead_lettered_and_the_rest_goes_on(
+    resources, topics, kafka, lake, instance, claimx_world, claimx_api_double, consume_all
+):
+    source = ClaimXEventSource(claimx_world, random.Random(43))
+    good = one_of_each(source)
+    broken = source.event("PROJECT_CREATED")
+    claimx_api_double.garble(str(broken["project_id"]))
+    produce(kafka, topics, good + [broken])
+
+    (enrichment,) = run_pipeline(resources, instance)
+
+    (dead,) = [json.loads(m.value()) for m in consume_all(topics.claimx_enrichment_dlq)]
+    assert dead["task"]["event_id"] == broken["event_id"] and dead["error_code"] == "bad_response"
+    assert {o for e, o in zip(log(lake)["event_id"], log(lake)["outcome"]) if e != broken["event_id"]} == {"enriched"}
+    assert enrichment.success
