@@ -25,7 +25,9 @@ import dagster as dg
 from bench.attachments import HOST
 from bench.daemon import PipelineUnderTest, pipeline, wait_until
 from bench.ingest import event_bytes
-from bench.stack import ROOT, BenchStack, stack
+from bench.report import load, save
+from bench.stack import RESULTS, BenchStack, stack
+
 from pipeline_defs.lib.offset_ranges import OffsetRange
 from pipeline_defs.sim.attachment_host import AttachmentHost
 
@@ -179,9 +181,9 @@ def main() -> int:
     args = parser.parse_args()
     stack("up")
     result = scenario(BenchStack(), args.events, args.rate, args.short)
-    out = ROOT / "bench" / "results" / "faults.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    results = load(RESULTS)
+    results["faults"] = result
+    save(results, RESULTS)
     print(json.dumps({k: v for k, v in result.items() if k != "timeline"}, indent=2))
     print("VERDICT:", "PASS" if result["pass"] else "FAIL")
     return 0 if result["pass"] else 1

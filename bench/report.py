@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -79,6 +80,19 @@ def write_markdown(results: dict, path: Path) -> None:
     if (path.parent / "throughput_latency.png").exists():
         lines += ["![throughput and latency](throughput_latency.png)", ""]
     path.write_text("\n".join(lines))
+
+
+def save(results: dict, directory: Path) -> None:
+    """results.json, the plot and results.md, from the same figures."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_plot(results, directory / "throughput_latency.png")
+    write_markdown(results, directory / "results.md")
+
+
+def load(directory: Path) -> dict:
+    path = directory / "results.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def write_plot(results: dict, path: Path) -> None:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 from datetime import datetime, timezone
@@ -18,10 +17,9 @@ from bench.backlog import backlog
 from bench.claimx import enrichment
 from bench.ingest import ceiling, latency, sustained_ingest
 from bench.memory import peak_for_sizes
-from bench.report import write_markdown, write_plot
-from bench.stack import ROOT, BenchStack, stack
+from bench.report import load, save
+from bench.stack import RESULTS, BenchStack, stack
 
-RESULTS = ROOT / "bench" / "results"
 MIB = 2**20
 
 BENCHMARKS = {
@@ -52,19 +50,12 @@ def main() -> None:
     args = parser.parse_args()
     stack("up")
     bench = BenchStack()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    results_file = RESULTS / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    faults_file = RESULTS / "faults.json"
+    results = load(RESULTS)
     for name in args.only.split(","):
         print(f"[bench] running {name}", flush=True)
         results.update(BENCHMARKS[name](bench))
         results["machine"] = machine()
-        if faults_file.exists():
-            results["faults"] = json.loads(faults_file.read_text())
-        results_file.write_text(json.dumps(results, indent=2) + "\n")
-        write_plot(results, RESULTS / "throughput_latency.png")
-        write_markdown(results, RESULTS / "results.md")
+        save(results, RESULTS)
     print(f"[bench] results in {RESULTS}")
 
 

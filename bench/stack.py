@@ -12,6 +12,7 @@ from pipeline_defs.lib.kafka import KafkaResource
 from pipeline_defs.lib.settings import KafkaConnection, StorageSettings
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 BENCH_STACK = {
