@@ -3,6 +3,7 @@ code (SSRF-safe downloader, streaming, checksum, upload to Azurite), against the
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from datetime import date, datetime, timezone
@@ -13,7 +14,8 @@ from pipeline_defs.lib.downloader import AttachmentHttpResource
 from pipeline_defs.lib.kafka_to_delta import BatchContext, IngestMode, IngestReport
 from pipeline_defs.lib.schemas.tasks import SourceEvent
 from pipeline_defs.lib.schemas.xact import XACT_ATTACHMENTS, XactDownloadTask
-from pipeline_defs.lib.settings import DownloadSettings
+from pipeline_defs.lib.file_store import FileStoreResource
+from pipeline_defs.lib.settings import DownloadSettings, StorageSettings
 from pipeline_defs.sim.attachment_host import AttachmentHost
 
 from bench.stack import BenchStack
@@ -60,21 +62,27 @@ def store_all(sink: AttachmentInventorySink, tasks: list[XactDownloadTask]) -> t
 
 
 def concurrency_sweep(stack: BenchStack, file_size: int = 64 * 1024) -> list[dict]:
+    """Files/s and MB/s from the local host through the downloader into each store."""
     host = AttachmentHost(host_name=HOST, file_size=file_size).start_in_process()
     kafka = stack.kafka()
+    stores = {
+        "local": FileStoreResource(storage=StorageSettings(files_root=str(stack.runs_dir / "downloads"))),
+        "azurite": stack.azurite_files(),
+    }
     results = []
     try:
-        for concurrency, count in ((1, 200), (10, 1_000), (50, 2_000)):
+        for (store, files), (concurrency, count) in itertools.product(stores.items(), ((1, 200), (10, 1_000), (50, 2_000))):
             sink = AttachmentInventorySink(
                 spec=XACT_ATTACHMENTS,
                 http=bench_http(concurrency),
-                files=stack.azurite_files(),
+                files=files,
                 retries=Retries(kafka, [], "bench.unused"),
             )
             report, seconds = store_all(sink, tasks_for(host, count))
             stored = report.counts["files_stored"]
             results.append(
                 {
+                    "store": store,
                     "concurrency": concurrency,
                     "files": stored,
                     "failures": count - stored,

@@ -8,7 +8,7 @@ It can be told to misbehave the ways the real one does: ``not_found(project_id)`
 project and its children, until ``restore``), ``storm(503, requests=None)`` (every request fails until ``calm()``),
 ``delay(seconds)`` (slow answers), ``garble(project_id)`` (answers the client cannot parse) and
 ``expire_links(media_ids)`` (the next media listing hands out links that have already expired). ``requests`` counts calls by endpoint, ``max_in_flight``
-the most answered at once.
+the most answered at once; ``GET /_stats`` reports both.
 """
 
 from __future__ import annotations
@@ -83,7 +83,12 @@ class ClaimXApiDouble(LocalHttpServer):
         app = web.Application()
         for path, endpoint, answer in routes:
             app.router.add_get(path, self._handler(endpoint, answer))
+        app.router.add_get("/_stats", self._stats)
         return app
+
+    async def _stats(self, _: web.Request) -> web.Response:
+        """The call counts, for a double serving from another process (benchmarks)."""
+        return web.json_response({"requests": dict(self.requests), "max_in_flight": self.max_in_flight})
 
     def _media(self, project_id: str) -> list[dict[str, Any]]:
         expired, self._expire_next = frozenset(self._expire_next), set()

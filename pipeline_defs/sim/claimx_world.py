@@ -55,6 +55,13 @@ class ClaimXWorld:
         self._projects: dict[str, ProjectState] = {}
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:  # a snapshot for a server in another process
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     # ---- state ----------------------------------------------------------------------------
     def project(self, project_id: str) -> ProjectState:
         """Any project id exists; one first asked about starts with a task and an invited
