@@ -10,8 +10,6 @@ import random
 import time
 import urllib.request
 
-import polars as pl
-
 from bench.daemon import pipeline, wait_until
 from bench.ingest import produce
 from bench.stack import BenchStack

@@ -137,7 +137,7 @@ def latency(stack: BenchStack, rate: int = 1_000, seconds: int = 120) -> dict:
                 break
             time.sleep(0.01)
         producer.flush(30)
-    values = sorted(l for _, l in latencies)
+    values = sorted(seconds for _, seconds in latencies)
 
     def pct(p: float) -> float:
         return round(values[min(len(values) - 1, int(p * len(values)))], 2) if values else -1

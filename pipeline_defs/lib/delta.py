@@ -13,11 +13,22 @@ import dagster as dg
 import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable
+from deltalake.exceptions import CommitFailedError
 from pydantic import PrivateAttr
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from pipeline_defs.lib.settings import StorageSettings
 
 AZURE_STORAGE_SCOPE = "https://storage.azure.com/.default"
+
+# A commit another writer beat to the next version is tried again on the new snapshot; the
+# decorated attempt must re-read the table (update_incremental) and redo only what is missing.
+retry_on_commit_conflict = retry(
+    retry=retry_if_exception_type(CommitFailedError),
+    stop=stop_after_attempt(8),
+    wait=wait_random_exponential(multiplier=0.2, max=5),
+    reraise=True,
+)
 
 
 class DeltaLakeResource(dg.ConfigurableResource):

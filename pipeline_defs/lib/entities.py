@@ -19,9 +19,8 @@ import polars as pl
 import pyarrow as pa
 from deltalake import CommitProperties
 from deltalake.exceptions import CommitFailedError
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from pipeline_defs.lib.delta import DeltaLakeResource
+from pipeline_defs.lib.delta import DeltaLakeResource, retry_on_commit_conflict
 
 ENTITY_LINEAGE = pa.schema(
     [
@@ -99,12 +98,7 @@ def merge_entities(
     matches = " AND ".join(f"t.{k} = s.{k}" for k in table.keys)
     conflicts = 0
 
-    @retry(
-        retry=retry_if_exception_type(CommitFailedError),
-        stop=stop_after_attempt(8),
-        wait=wait_random_exponential(multiplier=0.2, max=5),
-        reraise=True,
-    )
+    @retry_on_commit_conflict
     def attempt() -> MergeStats:
         nonlocal conflicts
         delta.update_incremental()

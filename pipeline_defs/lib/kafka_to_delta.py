@@ -26,9 +26,8 @@ import pyarrow as pa
 from confluent_kafka import Message
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from pipeline_defs.lib.delta import DeltaLakeResource
+from pipeline_defs.lib.delta import DeltaLakeResource, retry_on_commit_conflict
 from pipeline_defs.lib.kafka import KafkaResource, ReadStats
 from pipeline_defs.lib.offset_ranges import OffsetRange
 
@@ -233,12 +232,7 @@ def commit_batch(
     """Commit ``rows`` and move the watermarks to ``positions``, retrying on conflicts with
     other writers: each attempt re-reads the snapshot and keeps only what is still missing."""
 
-    @retry(
-        retry=retry_if_exception_type(CommitFailedError),
-        stop=stop_after_attempt(6),
-        wait=wait_random_exponential(multiplier=0.2, max=5),
-        reraise=True,
-    )
+    @retry_on_commit_conflict
     def attempt() -> int:
         table.update_incremental()
         marks = {k: table.transaction_version(watermark_app_id(context.group_id, *k)) or -1 for k in positions}

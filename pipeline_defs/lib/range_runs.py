@@ -13,6 +13,7 @@ import dagster as dg
 import polars as pl
 
 from pipeline_defs.lib.delta import DeltaLakeResource
+from pipeline_defs.lib.delta_checks import event_log_checks
 from pipeline_defs.lib.event_log import EventLogSink, EventLogSpec
 from pipeline_defs.lib.kafka import KafkaResource, KafkaUnavailableError, Topic
 from pipeline_defs.lib.kafka_to_delta import (
@@ -238,10 +239,13 @@ def ingest_events(
     dlq_topic: str,
     follow_up_topic: str,
     follow_ups: Callable[[pl.DataFrame], Any],
-) -> tuple[IngestReport, IngestMode]:
+    required_columns: Sequence[str],
+    key_check: str,
+) -> dg.MaterializeResult:
     """A run of an event-log asset: its planned ranges (or, for a backfill, its day) of
     ``topic`` into ``spec``'s table; bad messages to ``dlq_topic``; each new row's follow-up
-    records (download or enrichment tasks) to ``follow_up_topic``."""
+    records (download or enrichment tasks) to ``follow_up_topic``; then the table's checks on
+    what the run wrote."""
     batch = batch_for_run(context, topic, source_kafka)
     sink = EventLogSink(
         spec=spec,
@@ -261,7 +265,12 @@ def ingest_events(
     report = consume_ranges(
         batch.ranges, sink=sink, source=source_kafka, lake=lake, context=run, batch_size=pipeline.ingest.max_events_per_run
     )
-    return report, batch.mode
+    return dg.MaterializeResult(
+        metadata=ingest_metadata(report, source_kafka, batch.mode),
+        check_results=event_log_checks(
+            lake, spec.table, spec.key_columns, required_columns, run.run_id, pipeline.ingest.dedup_window_days, key_check
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pipeline_defs.lib.claimx.enrichment import ENRICHMENT_LOG, EnrichmentSink
 from pipeline_defs.lib.claimx.entities import ENTITY_TABLES, MEDIA
 from pipeline_defs.lib.claimx.media import MediaUrlRefresher
 from pipeline_defs.lib.delta import DeltaLakeResource
-from pipeline_defs.lib.delta_checks import event_log_checks, inventory_checks
+from pipeline_defs.lib.delta_checks import inventory_checks
 from pipeline_defs.lib.downloader import AttachmentHttpResource
 from pipeline_defs.lib.entities import MergeStats
 from pipeline_defs.lib.file_store import FileStoreResource
@@ -61,7 +61,7 @@ def claimx_events(
     pipeline: PipelineConfigResource,
 ) -> dg.MaterializeResult:
     topics = pipeline.topics
-    report, mode = ingest_events(
+    return ingest_events(
         context,
         spec=CLAIMX_EVENTS,
         source_kafka=source_kafka,
@@ -72,13 +72,8 @@ def claimx_events(
         dlq_topic=topics.claimx_events_dlq,
         follow_up_topic=topics.claimx_enrichment_pending,
         follow_ups=claimx_enrichment_task_records,
-    )
-    return dg.MaterializeResult(
-        metadata=ingest_metadata(report, source_kafka, mode),
-        check_results=event_log_checks(
-            lake, CLAIMX_EVENTS.table, CLAIMX_EVENTS.key_columns, REQUIRED_EVENT_COLUMNS,
-            context.run.run_id, pipeline.ingest.dedup_window_days, "event_id_unique",
-        ),
+        required_columns=REQUIRED_EVENT_COLUMNS,
+        key_check="event_id_unique",
     )
 
 

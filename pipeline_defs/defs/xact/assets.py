@@ -5,7 +5,7 @@ import dagster as dg
 from pipeline_defs.defs.xact.checks import REQUIRED_EVENT_COLUMNS, xact_attachments_check_specs, xact_events_check_specs
 from pipeline_defs.lib.attachments import AttachmentInventorySink
 from pipeline_defs.lib.delta import DeltaLakeResource
-from pipeline_defs.lib.delta_checks import event_log_checks, inventory_checks
+from pipeline_defs.lib.delta_checks import inventory_checks
 from pipeline_defs.lib.downloader import AttachmentHttpResource
 from pipeline_defs.lib.file_store import FileStoreResource
 from pipeline_defs.lib.kafka import KafkaResource
@@ -46,7 +46,7 @@ def xact_events(
     pipeline: PipelineConfigResource,
 ) -> dg.MaterializeResult:
     topics = pipeline.topics
-    report, mode = ingest_events(
+    return ingest_events(
         context,
         spec=XACT_EVENTS,
         source_kafka=source_kafka,
@@ -57,13 +57,8 @@ def xact_events(
         dlq_topic=topics.xact_events_dlq,
         follow_up_topic=topics.xact_downloads_pending,
         follow_ups=xact_download_task_records,
-    )
-    return dg.MaterializeResult(
-        metadata=ingest_metadata(report, source_kafka, mode),
-        check_results=event_log_checks(
-            lake, XACT_EVENTS.table, XACT_EVENTS.key_columns, REQUIRED_EVENT_COLUMNS,
-            context.run.run_id, pipeline.ingest.dedup_window_days, "trace_id_unique",
-        ),
+        required_columns=REQUIRED_EVENT_COLUMNS,
+        key_check="trace_id_unique",
     )
 
 

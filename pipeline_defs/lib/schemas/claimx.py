@@ -11,14 +11,14 @@ from typing import Any, Optional
 import polars as pl
 import pyarrow as pa
 from confluent_kafka import Message
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline_defs.lib.attachments import InventorySpec
 from pipeline_defs.lib.blob_paths import claimx_blob_path
 from pipeline_defs.lib.event_log import EventLogSpec
 from pipeline_defs.lib.kafka import OutRecord
 from pipeline_defs.lib.kafka_to_delta import PARTITION_COLUMN
-from pipeline_defs.lib.schemas.common import Identifier, NonEmptyStr, UtcDatetime, rejection_from
+from pipeline_defs.lib.schemas.common import Identifier, NonEmptyStr, UtcDatetime, parsed
 from pipeline_defs.lib.schemas.downloads import AttachmentTask
 from pipeline_defs.lib.schemas.tasks import RetryableTask, SourceEvent
 
@@ -97,10 +97,7 @@ EVENT_ID_COLUMNS = ["event_id", "event_type", "project_id", "media_id", "task_as
 def claimx_event_row(message: Message) -> dict[str, Any]:
     """Validate one ``claimx.events.raw`` message; raise ``RejectedRecord`` if it cannot be used."""
     raw = message.value() or b""
-    try:
-        event = ClaimXEvent.model_validate_json(raw)
-    except ValidationError as exc:
-        raise rejection_from(exc) from None
+    event = parsed(ClaimXEvent, raw)
     return {
         **event.model_dump(include=set(EVENT_ID_COLUMNS), mode="json"),
         "event_ingested_at": event.ingested_at,

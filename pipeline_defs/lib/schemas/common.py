@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from pydantic import AfterValidator, BeforeValidator, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstraints, ValidationError
 
 from pipeline_defs.lib.dlq import RejectedRecord
 
@@ -37,6 +37,17 @@ def _aware(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_aware)]
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parsed(model: type[Model], raw: bytes) -> Model:
+    """``raw`` as ``model``, or a ``RejectedRecord`` saying why not."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise rejection_from(exc) from None
 
 
 def rejection_from(error: ValidationError) -> RejectedRecord:

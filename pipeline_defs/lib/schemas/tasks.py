@@ -8,13 +8,13 @@ from datetime import date, datetime, timezone
 from typing import Any, Optional, Sequence
 
 from confluent_kafka import Message
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline_defs.lib.dlq import SourceRecord, dead_letter_record
 from pipeline_defs.lib.failures import TaskFailure
 from pipeline_defs.lib.kafka import OutRecord
 from pipeline_defs.lib.kafka_to_delta import PARTITION_COLUMN
-from pipeline_defs.lib.schemas.common import UtcDatetime, rejection_from
+from pipeline_defs.lib.schemas.common import UtcDatetime, parsed
 
 
 class SourceEvent(BaseModel):
@@ -94,10 +94,7 @@ class FailedTask(BaseModel):
 
 
 def parse_task(task_type: type[RetryableTask], message: Message) -> RetryableTask:
-    try:
-        return task_type.model_validate_json(message.value() or b"")
-    except ValidationError as exc:
-        raise rejection_from(exc) from None
+    return parsed(task_type, message.value() or b"")
 
 
 def route_failure(

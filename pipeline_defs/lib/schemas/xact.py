@@ -8,14 +8,14 @@ from typing import Any, Optional
 import polars as pl
 import pyarrow as pa
 from confluent_kafka import Message
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline_defs.lib.attachments import InventorySpec
 from pipeline_defs.lib.blob_paths import xact_blob_path
 from pipeline_defs.lib.event_log import EventLogSpec
 from pipeline_defs.lib.kafka import OutRecord
 from pipeline_defs.lib.kafka_to_delta import PARTITION_COLUMN
-from pipeline_defs.lib.schemas.common import NonEmptyStr, UtcDatetime, rejection_from
+from pipeline_defs.lib.schemas.common import NonEmptyStr, UtcDatetime, parsed
 from pipeline_defs.lib.schemas.downloads import AttachmentTask
 from pipeline_defs.lib.schemas.tasks import SourceEvent
 
@@ -66,10 +66,7 @@ XACT_EVENT_COLUMNS = pa.schema(
 def xact_event_row(message: Message) -> dict[str, Any]:
     """Validate one ``events.raw`` message; raise ``RejectedRecord`` if it cannot be used."""
     raw = message.value() or b""
-    try:
-        event = XactEvent.model_validate_json(raw)
-    except ValidationError as exc:
-        raise rejection_from(exc) from None
+    event = parsed(XactEvent, raw)
     return {
         "trace_id": event.trace_id,
         "event_type": event.event_type,
