@@ -394,11 +394,13 @@ def record_dlq(name: str, topic_of: Callable[[PipelineConfigResource], str]) -> 
     """A DLQ holding original records (bad events): replay re-sends the exact bytes, key and
     headers to the topic they came from."""
 
-    def replay_record(row: dict[str, Any], _: PipelineConfigResource) -> tuple[str, OutRecord]:
-        record = OutRecord(row["payload"] or b"", row["payload_key"], decode_headers(row["payload_headers"]))
-        return row["source_topic"], record
+    return DlqViewSpec(name=name, topic_of=topic_of, describe=entry_for_source, replay_record=_resend_original)
 
-    return DlqViewSpec(name=name, topic_of=topic_of, describe=entry_for_source, replay_record=replay_record)
+
+def _resend_original(row: dict[str, Any], _: PipelineConfigResource) -> tuple[str, OutRecord]:
+    """The exact bytes, key and headers, back to the topic they came from."""
+    record = OutRecord(row["payload"] or b"", row["payload_key"], decode_headers(row["payload_headers"]))
+    return row["source_topic"], record
 
 
 def task_dlq(
@@ -408,18 +410,29 @@ def task_dlq(
     task_type: type,
 ) -> DlqViewSpec:
     """A DLQ holding failed tasks (downloads, enrichments): one entry per task key; replay puts
-    the task back on its pending topic with its retry count reset (its history kept)."""
+    the task back on its pending topic with its retry count reset (its history kept). The same
+    topic also receives pending-topic messages that were no task at all (their original bytes):
+    those are entries of their source record, and replay re-sends them as they were."""
 
-    def task_of(payload: Optional[bytes]) -> Any:
-        return task_type.model_validate(json.loads(payload or b"{}")["task"])
+    def failed_task(payload: Optional[bytes]) -> Optional[tuple[int, Any]]:
+        try:
+            failed = json.loads(payload or b"")
+            return int(failed.get("retry_count", 0)), task_type.model_validate(failed["task"])
+        except (ValueError, TypeError, KeyError, AttributeError):  # pydantic's ValidationError is a ValueError
+            return None
 
     def describe(message: Message) -> DeadLetter:
-        failed = json.loads(message.value() or b"{}")
-        task = task_of(message.value())
-        return DeadLetter(entry_id="|".join(task.key), item_id=task.key[0], retry_count=failed.get("retry_count", 0))
+        parsed = failed_task(message.value())
+        if parsed is None:
+            return entry_for_source(message)
+        retry_count, task = parsed
+        return DeadLetter(entry_id="|".join(task.key), item_id=task.key[0], retry_count=retry_count)
 
     def replay_record(row: dict[str, Any], pipeline: PipelineConfigResource) -> tuple[str, OutRecord]:
-        task = task_of(row["payload"]).model_copy(update={"retry_count": 0})
+        parsed = failed_task(row["payload"])
+        if parsed is None:
+            return _resend_original(row, pipeline)
+        task = parsed[1].model_copy(update={"retry_count": 0})
         return pending_of(pipeline), OutRecord(task.encode(), task.message_key)
 
     return DlqViewSpec(name=name, topic_of=topic_of, describe=describe, replay_record=replay_record)

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 from enum import Enum
-from typing import Optional
+from typing import Mapping, Optional
 
 import dagster as dg
 from pydantic import Field
@@ -61,16 +61,32 @@ class PurgeConfig(DlqSelection):
     dry_run: bool = Field(default=False, description="List what would be purged; change nothing")
 
 
+# Run tags that say who or what launched a run, most specific first. OSS Dagster has no user
+# identity: a Launchpad run is only marked as coming from the UI, so operators name themselves.
+_LAUNCHERS = (
+    ("dagster/user", "user:{}"),
+    ("user", "user:{}"),
+    ("dagster/schedule_name", "schedule:{}"),
+    ("dagster/sensor_name", "sensor:{}"),
+    ("dagster/backfill", "backfill:{}"),
+    ("dagster/from_ui", "ui"),
+)
+
+
+def launched_by(operator: str, tags: Mapping[str, str]) -> str:
+    """The operator's own name when given, else where the run came from."""
+    origin = next((label.format(tags[tag]) for tag, label in _LAUNCHERS if tags.get(tag)), "unknown")
+    return f"{operator} ({origin})" if operator else origin
+
+
 def _operation(context: dg.OpExecutionContext, name: str, config: DlqSelection, dry_run: bool) -> Operation:
-    tags = context.run.tags
-    launched_by = config.operator or tags.get("dagster/user") or tags.get("user") or "dagster-ui"
     return Operation(
         name=name,
         dlq=config.dlq.value,
         filters=config.filters(),
         reason=config.reason,
         run_id=context.run.run_id,
-        launched_by=launched_by,
+        launched_by=launched_by(config.operator, context.run.tags),
         dry_run=dry_run,
     )
 

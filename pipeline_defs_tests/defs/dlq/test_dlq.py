@@ -14,10 +14,14 @@ from pipeline_defs import dlq as dlq_cli
 from pipeline_defs.defs import dlq, xact
 from pipeline_defs.defs.dlq.assets import dlq_view_assets
 from pipeline_defs.defs.dlq.checks import dlq_checks, graded
-from pipeline_defs.defs.dlq.operations import dlq_purge_job, dlq_replay_job, dlq_resolve_job
+from pipeline_defs.defs.dlq.operations import dlq_purge_job, dlq_replay_job, dlq_resolve_job, launched_by
 from pipeline_defs.defs.dlq.sensors import dlq_view_sensors
 from pipeline_defs.defs.xact.assets import xact_attachments, xact_events
 from pipeline_defs.defs.xact.sensors import xact_attachments_sensor, xact_events_sensor
+from pipeline_defs.lib.failures import FailureCategory, TaskFailure
+from pipeline_defs.lib.kafka import OutRecord
+from pipeline_defs.lib.schemas.tasks import parse_task, route_failure
+from pipeline_defs.lib.schemas.xact import XactDownloadTask
 from pipeline_defs.lib.settings import DlqSettings, PipelineConfigResource
 from pipeline_defs.sim.attachment_host import AttachmentHost
 from pipeline_defs.sim.events import MALFORMED_MESSAGES, xact_event
@@ -67,11 +71,13 @@ def audit(lake) -> pl.DataFrame:
 
 
 def operate(job, op_name, resources, instance, **config):
+    """The job as the Launchpad launches it (the UI tags its runs dagster/from_ui)."""
     return job.execute_in_process(
         run_config={"ops": {op_name: {"config": config}}},
         resources=resources,
         instance=instance,
         raise_on_error=False,
+        tags={"dagster/from_ui": "true"},
     )
 
 
@@ -106,7 +112,8 @@ def test_a_permanent_failure_shows_in_the_view_and_replay_lands_it_once_fixed(
     assert entry["status"] == "replayed" and entry["status_reason"] == "host fixed"
     (row,) = audit(lake).to_dicts()
     assert (row["operation"], row["outcome"], row["entry_ids"]) == ("replay", "applied", [entry["entry_id"]])
-    assert row["run_id"] == result.run_id and row["launched_by"] == "dagster-ui"
+    assert row["run_id"] == result.run_id and row["launched_by"] == "ui"
+    assert json.loads(row["filters"])["ids"] == [event["trace_id"]]
 
 
 def test_dry_run_changes_nothing_and_filters_touch_only_matching_entries(
@@ -249,3 +256,73 @@ def test_view_metadata_counts_by_category_and_checks_warn_on_growth(resources, t
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert not checks["growth_rate"].passed and checks["growth_rate"].severity == dg.AssetCheckSeverity.WARN
     assert checks["oldest_entry_age"].passed
+
+
+def test_the_audit_names_the_operator_and_where_the_run_came_from():
+    assert launched_by("jane.doe", {"dagster/from_ui": "true"}) == "jane.doe (ui)"
+    assert launched_by("", {"dagster/sensor_name": "nightly", "dagster/from_ui": "true"}) == "sensor:nightly"
+    assert launched_by("", {"dagster/backfill": "abc"}) == "backfill:abc"
+    assert launched_by("", {}) == "unknown"
+
+
+def test_an_unreadable_task_is_an_entry_of_its_source_record_and_the_view_goes_on(
+    resources, topics, kafka, lake, instance, host, consume_all
+):
+    garbage = b"\x00 not a task"
+    produce_raw(kafka, topics.xact_downloads_pending, [garbage])
+    produce_events(kafka, topics.xact_events, [event_with(host.url("status/404/beside.pdf"))])
+    run_pipeline(resources, instance)
+
+    entries = {e["item_id"]: e for e in view(lake, "xact_downloads").to_dicts()}
+    assert len(entries) == 2
+    unreadable = entries[None]
+    assert unreadable["payload"] == garbage and unreadable["error_category"] == "malformed"
+    assert unreadable["entry_id"].startswith(f"{topics.xact_downloads_pending}:")
+
+    replay(resources, instance, dlq="xact_downloads", ids=[unreadable["entry_id"]], dry_run=False, reason="look again")
+    assert consume_all(topics.xact_downloads_pending)[-1].value() == garbage  # the exact bytes, once more
+    statuses = {e["item_id"]: e["status"] for e in view(lake, "xact_downloads").to_dicts()}
+    assert statuses[None] == "replayed" and list(statuses.values()).count("waiting") == 1
+
+
+def test_replay_resets_the_retry_count_and_keeps_the_history(resources, topics, kafka, lake, instance, host, consume_all):
+    url = host.url(f"files/exhausted/{uuid.uuid4().hex}.pdf")
+    produce_events(kafka, topics.xact_events, [event_with(url)])
+    for request in tick(xact_events_sensor, xact.defs, instance, resources).run_requests:
+        execute(xact_events, request, resources, instance)
+    (pending,) = consume_all(topics.xact_downloads_pending)
+    task = parse_task(XactDownloadTask, pending).model_copy(update={"retry_count": 2})
+    timeout = TaskFailure(FailureCategory.TRANSIENT, "timeout", "read timed out")
+    dlq_topic, record = route_failure(
+        task, timeout, retry_topics=[("r1", 3), ("r2", 6)], dlq_topic=topics.xact_downloads_dlq,
+        carrier=None, consumer_group="test", run_id="test",
+    )
+    kafka.produce(dlq_topic, [record])
+    refresh_views(resources, instance)
+    (entry,) = view(lake, "xact_downloads").to_dicts()
+    assert entry["retry_count"] == 2 and "retries exhausted" in entry["reason"]
+
+    replay(resources, instance, dlq="xact_downloads", dry_run=False, reason="host back")
+
+    replayed = json.loads(consume_all(topics.xact_downloads_pending)[-1].value())
+    assert replayed["retry_count"] == 0 and replayed["attachment_url"] == url
+    assert [a["code"] for a in replayed["history"]] == ["timeout"]
+    for request in tick(xact_attachments_sensor, xact.defs, instance, resources).run_requests:
+        execute(xact_attachments, request, resources, instance)
+    assert table_rows(lake, "xact_attachments")["attachment_url"].to_list() == [url]
+
+
+def test_category_and_max_count_filters_pick_the_oldest_matching_entries(resources, topics, kafka, lake, instance, host):
+    gone = [host.url(f"status/404/f{i}.pdf") for i in range(3)]
+    produce_events(kafka, topics.xact_events, [event_with(*gone, host.url("status/401/locked.pdf"))])
+    run_pipeline(resources, instance)
+    categories = dict(view(lake, "xact_downloads").select("entry_id", "error_category").iter_rows())
+    assert sorted(categories.values()) == ["auth"] + ["permanent"] * 3
+
+    replay(resources, instance, dlq="xact_downloads", error_category="auth", dry_run=False, reason="token renewed")
+    replay(resources, instance, dlq="xact_downloads", error_category="permanent", max_count=2, dry_run=False, reason="two")
+
+    statuses = dict(view(lake, "xact_downloads").select("entry_id", "status").iter_rows())
+    assert [statuses[e] for e, c in categories.items() if c == "auth"] == ["replayed"]
+    assert sorted(statuses[e] for e, c in categories.items() if c == "permanent") == ["replayed", "replayed", "waiting"]
+    assert audit(lake).sort("at")["entry_count"].to_list() == [1, 2]
