@@ -170,6 +170,13 @@ class AttachmentDownloader:
             return TaskFailure(FailureCategory.TRANSIENT, "timeout", "connect or read timed out")
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             return TaskFailure(FailureCategory.TRANSIENT, "connection_error", type(exc).__name__)
+        except aiohttp.InvalidURL as exc:
+            return TaskFailure(FailureCategory.PERMANENT, "invalid_url", type(exc).__name__)
+        except aiohttp.ClientError as exc:
+            # Whatever else the client refuses (an answer that is not HTTP, a broken header): the
+            # host may be mid-deploy, so it is retried, and dead-lettered if it stays that way.
+            # The exception's text names the URL, which may carry a presigned signature.
+            return TaskFailure(FailureCategory.TRANSIENT, "protocol_error", type(exc).__name__)
 
     async def _stream(
         self, response: aiohttp.ClientResponse, file_name: str, extension: str

@@ -9,6 +9,7 @@
     /throttle/<seconds>/<any>       429 with Retry-After: <seconds>
     /expired/<any>                  403 "Request has expired", like S3
     /redirect?to=<url>              302 to <url>
+    /garbage/<any>                  bytes that are not an HTTP response, then the connection closes
 
 ``fail(path, status)`` makes a path answer ``status`` until ``heal(path)``; ``outage(status)``
 does it for every path until ``outage(None)``.
@@ -57,6 +58,8 @@ class AttachmentHost(LocalHttpServer):
         self.requests: Counter[str] = Counter()
         self._failing: dict[str, int] = {}
         self._outage: Optional[int] = None
+        self.streaming = 0  # responses being streamed right now, and the most at once
+        self.most_streaming = 0
 
     def fail(self, path: str, status: int) -> None:
         self._failing["/" + path.lstrip("/")] = status
@@ -99,6 +102,10 @@ class AttachmentHost(LocalHttpServer):
         if kind == "as":
             body, _ = file_body(path, self.file_size)
             return web.Response(body=body, headers={"Content-Type": unquote(head)})
+        if kind == "garbage":
+            request.transport.write(b"SSH-2.0-not-http\r\n\r\n")
+            request.transport.close()
+            return web.Response()  # never reaches the closed connection
         if kind == "slow":
             return await self._stream(request, path, self.file_size, delay_s=float(head))
         if kind == "big":
@@ -108,17 +115,22 @@ class AttachmentHost(LocalHttpServer):
     async def _stream(self, request: web.Request, path: str, size: int, delay_s: float = 0.0) -> web.StreamResponse:
         magic, content_type = _kind(path)
         response = web.StreamResponse(headers={"Content-Type": content_type, "Content-Length": str(size)})
-        await response.prepare(request)
-        if delay_s:
-            await asyncio.sleep(delay_s)
-        filler = hashlib.sha256(path.encode()).digest() * (CHUNK // 32)
-        await response.write(magic)
-        sent = len(magic)
-        while sent < size:
-            piece = filler[: min(CHUNK, size - sent)]
-            await response.write(piece)
-            sent += len(piece)
-        await response.write_eof()
+        self.streaming += 1
+        self.most_streaming = max(self.most_streaming, self.streaming)
+        try:
+            await response.prepare(request)
+            if delay_s:
+                await asyncio.sleep(delay_s)
+            filler = hashlib.sha256(path.encode()).digest() * (CHUNK // 32)
+            await response.write(magic)
+            sent = len(magic)
+            while sent < size:
+                piece = filler[: min(CHUNK, size - sent)]
+                await response.write(piece)
+                sent += len(piece)
+            await response.write_eof()
+        finally:
+            self.streaming -= 1
         return response
 
     async def _redirect(self, request: web.Request) -> web.Response:

@@ -47,6 +47,7 @@ def test_a_file_is_streamed_to_disk_with_size_type_and_checksum(attachment_http,
         ("as/text%2Fhtml/a.pdf", FailureCategory.PERMANENT, "wrong_file_type"),
         ("files/a.exe", FailureCategory.PERMANENT, "wrong_file_type"),
         ("slow/5/a.pdf", FailureCategory.TRANSIENT, "timeout"),
+        ("garbage/a.pdf", FailureCategory.TRANSIENT, "protocol_error"),
     ],
 )
 def test_failures_are_classified(attachment_http, tmp_path, host, path, category, code):
@@ -54,6 +55,23 @@ def test_failures_are_classified(attachment_http, tmp_path, host, path, category
     assert isinstance(result, TaskFailure)
     assert (result.category, result.code) == (category, code)
     assert list(tmp_path.iterdir()) == []  # no partial file left behind
+
+
+def test_downloads_run_at_most_the_configured_concurrency(attachment_http, tmp_path):
+    limit = attachment_http.settings.concurrency
+    quiet_host = AttachmentHost(host_name="attachments.test").start_in_thread()  # no other test's requests
+    urls = [quiet_host.url(f"slow/0.3/parallel{i}.pdf") for i in range(limit * 3)]
+
+    async def run():
+        async with attachment_http.downloader(tmp_path) as downloader:
+            return await asyncio.gather(*(downloader.download(url) for url in urls))
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        quiet_host.stop_thread()
+    assert all(isinstance(r, DownloadedFile) for r in results)
+    assert quiet_host.most_streaming == limit
 
 
 def test_retry_after_is_read_from_429(attachment_http, tmp_path, host):
