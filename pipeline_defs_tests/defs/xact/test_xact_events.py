@@ -48,6 +48,11 @@ def test_events_land_once_with_duplicates_collapsed(resources, topics, kafka, la
     for result in results:
         assert all(check.passed for check in result.get_asset_check_evaluations())
     assert sum(metadata_of(r)["rows_written"] for r in results) == 1_000
+    versions = [metadata_of(r)["delta_version"] for r in results]
+    assert versions == sorted(versions) and len(set(versions)) == 3  # one Delta commit per run
+    last = metadata_of(results[-1])
+    assert last["lag_total"] == 0 and set(last["lag_by_partition"].values()) == {0}
+    assert all(key.startswith(f"{topics.xact_events}[") for key in last["lag_by_partition"])
     group = resources["pipeline"].consumer_group("xact_events")
     states = kafka.partition_states(topics.xact_events, 10)
     assert kafka.committed_offsets(group, topics.xact_events, states, 10) == {
@@ -207,3 +212,23 @@ def test_a_sensor_waits_while_its_job_has_runs_in_flight(resources, topics, kafk
     assert not held.run_requests and "queued or running" in held.skip_message
     assert held.cursor in (None, first.cursor)
     assert len(resumed.run_requests) == 1 and int(resumed.run_requests[0].tags["kafka/planned_events"]) == 200
+
+
+def test_start_from_latest_skips_what_was_there_and_takes_what_comes(resources, topics, kafka, lake, instance):
+    produce_events(kafka, topics.xact_events, sample_events(100))
+    pipeline = resources["pipeline"]
+    from_latest = PipelineConfigResource(
+        topics=pipeline.topics,
+        ingest=IngestSettings(**{**pipeline.ingest.model_dump(), "start_from": "latest"}),
+    )
+    latest = {**resources, "pipeline": from_latest}
+
+    first = tick(xact_events_sensor, xact.defs, instance, latest)
+    assert not first.run_requests
+    new = sample_events(30, seed=7)
+    produce_events(kafka, topics.xact_events, new)
+    second = tick(xact_events_sensor, xact.defs, instance, latest, cursor=first.cursor)
+    for request in second.run_requests:
+        execute(xact_events, request, latest, instance)
+
+    assert set(table_rows(lake, "xact_events")["trace_id"]) == {e["trace_id"] for e in new}
