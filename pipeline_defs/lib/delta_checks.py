@@ -76,7 +76,8 @@ def required_present(
 
 
 def event_log_check_specs(asset: str, key_check: str, required: Sequence[str]) -> list[dg.AssetCheckSpec]:
-    """Blocking: a failure stops the assets fed by this event log."""
+    """Blocking: a failure fails the run, and the sensors of the tasks this event log hands on
+    (``gated_by`` in range_runs) plan nothing until a later run passes."""
     return [
         dg.AssetCheckSpec(
             key_check,

@@ -66,9 +66,12 @@ def build_offset_range_sensor(
     description: str,
     source_resource_key: str = "source_kafka",
     partitioned: bool = True,
+    gated_by: Sequence[dg.AssetCheckKey] = (),
 ) -> dg.SensorDefinition:
     """A sensor that plans the unplanned (and, for retry topics, due) offsets of its topics
-    into partitioned runs, one topic per run.
+    into partitioned runs, one topic per run. While the latest evaluation of a ``gated_by``
+    check (the blocking checks of the asset that produced the work) has failed, it plans
+    nothing: the work waits in Kafka until a later run of that asset passes them.
 
     It reads offsets and its JSON cursor, never commits consumer offsets, and with the broker
     down ends the tick with a skip reason inside ``tick_budget_s``, cursor unchanged. While the
@@ -95,6 +98,9 @@ def build_offset_range_sensor(
         run_budget = min(pipeline.ingest.max_runs_per_tick, pipeline.ingest.max_runs_in_flight - in_flight)
         if run_budget <= 0:
             return dg.SkipReason(f"{in_flight} {job.name} runs queued or running; planning waits for them")
+        failed_gate = _failed_check(context.instance, gated_by)
+        if failed_gate is not None:
+            return dg.SkipReason(failed_gate)
         cursor = decode_cursor(context.cursor)
         partition_key = datetime.now(timezone.utc).date().isoformat() if partitioned else None
         requests: list[dg.RunRequest] = []
@@ -122,10 +128,34 @@ def build_offset_range_sensor(
     return _sensor
 
 
+def blocking_checks(asset: dg.AssetsDefinition) -> list[dg.AssetCheckKey]:
+    """The blocking checks an asset's runs evaluate: the gates of the work it hands on."""
+    return [spec.key for spec in asset.check_specs if spec.blocking]
+
+
+def _failed_check(instance: dg.DagsterInstance, checks: Sequence[dg.AssetCheckKey]) -> Optional[str]:
+    """Why planning waits, if the latest evaluation of one of ``checks`` failed."""
+    for key in checks:
+        latest = instance.get_latest_asset_check_evaluation_record(key)
+        if latest is not None and latest.status.value == "FAILED":
+            return (
+                f"blocking check {key.asset_key.to_user_string()}:{key.name} failed in run {latest.run_id}; "
+                "the work waits in Kafka until a later run passes it"
+            )
+    return None
+
+
 def build_task_sensors(
-    *, name: str, job: Any, asset_name: str, pending_of: Callable[[PipelineConfigResource], str], what: str
+    *,
+    name: str,
+    job: Any,
+    asset_name: str,
+    pending_of: Callable[[PipelineConfigResource], str],
+    what: str,
+    gated_by: Sequence[dg.AssetCheckKey] = (),
 ) -> tuple[dg.SensorDefinition, dg.SensorDefinition]:
-    """The two sensors of a task topic: new tasks, and the due part of its retry topics."""
+    """The two sensors of a task topic: new tasks, and the due part of its retry topics; both
+    wait while a ``gated_by`` check of the asset that made the tasks has failed."""
     pending = build_offset_range_sensor(
         name=f"{name}_pending_sensor",
         job=job,
@@ -133,6 +163,7 @@ def build_task_sensors(
         topics_of=lambda pipeline: [SensorTopic(pending_of(pipeline))],
         description=f"Plans new {what} into {asset_name} runs.",
         source_resource_key="kafka",
+        gated_by=gated_by,
     )
     retries = build_offset_range_sensor(
         name=f"{name}_retry_sensor",
@@ -141,6 +172,7 @@ def build_task_sensors(
         topics_of=lambda pipeline: [SensorTopic(t, d) for t, d in pipeline.retry_topics(pending_of(pipeline))],
         description=f"Plans the due part of each retry topic of {what} (tasks that have waited their delay) into {asset_name} runs.",
         source_resource_key="kafka",
+        gated_by=gated_by,
     )
     return pending, retries
 

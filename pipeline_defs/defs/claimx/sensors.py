@@ -1,7 +1,7 @@
 import dagster as dg
 
 from pipeline_defs.defs.claimx.assets import claimx_attachments, claimx_entities, claimx_events
-from pipeline_defs.lib.range_runs import SensorTopic, build_offset_range_sensor, build_task_sensors
+from pipeline_defs.lib.range_runs import SensorTopic, blocking_checks, build_offset_range_sensor, build_task_sensors
 
 claimx_events_job = dg.define_asset_job(
     "claimx_events_job",
@@ -35,6 +35,7 @@ claimx_enrichment_sensor, claimx_enrichment_retry_sensor = build_task_sensors(
     asset_name="claimx_entities",
     pending_of=lambda pipeline: pipeline.topics.claimx_enrichment_pending,
     what="ClaimX enrichment tasks",
+    gated_by=blocking_checks(claimx_events),
 )
 
 claimx_attachments_sensor, claimx_attachments_retry_sensor = build_task_sensors(
@@ -43,4 +44,5 @@ claimx_attachments_sensor, claimx_attachments_retry_sensor = build_task_sensors(
     asset_name="claimx_attachments",
     pending_of=lambda pipeline: pipeline.topics.claimx_downloads_pending,
     what="ClaimX media download tasks",
+    gated_by=blocking_checks(claimx_entities),
 )

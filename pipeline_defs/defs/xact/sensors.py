@@ -1,7 +1,7 @@
 import dagster as dg
 
 from pipeline_defs.defs.xact.assets import xact_attachments, xact_events
-from pipeline_defs.lib.range_runs import SensorTopic, build_offset_range_sensor, build_task_sensors
+from pipeline_defs.lib.range_runs import SensorTopic, blocking_checks, build_offset_range_sensor, build_task_sensors
 
 xact_events_job = dg.define_asset_job(
     "xact_events_job",
@@ -29,4 +29,5 @@ xact_attachments_sensor, xact_attachments_retry_sensor = build_task_sensors(
     asset_name="xact_attachments",
     pending_of=lambda pipeline: pipeline.topics.xact_downloads_pending,
     what="XACT download tasks",
+    gated_by=blocking_checks(xact_events),
 )

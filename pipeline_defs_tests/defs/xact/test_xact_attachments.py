@@ -302,3 +302,22 @@ def _reset_peak_rss() -> int:
     with open("/proc/self/clear_refs", "w") as refs:
         refs.write("5")  # resets the peak resident set size to the current one
     return _peak_rss()
+
+
+def test_a_failed_blocking_check_of_xact_events_holds_downloads_until_a_run_passes(
+    resources, topics, kafka, lake, instance, host
+):
+    produce_events(kafka, topics.xact_events, [event_with(host.url("files/held/a.pdf"))])
+    ingest_events(resources, instance)
+    failed = dg.AssetCheckEvaluation(asset_key=dg.AssetKey("xact_events"), check_name="trace_id_unique", passed=False)
+    instance.report_runless_asset_event(failed)
+
+    held = tick(xact_attachments_sensor, xact.defs, instance, resources)
+    assert not held.run_requests and "blocking check xact_events:trace_id_unique failed" in held.skip_message
+
+    produce_events(kafka, topics.xact_events, [event_with(host.url("files/held/b.pdf"))])
+    ingest_events(resources, instance)  # its checks pass
+    released = tick(xact_attachments_sensor, xact.defs, instance, resources)
+    for request in released.run_requests:
+        execute(xact_attachments, request, resources, instance)
+    assert inventory(lake).height == 2  # nothing was lost while held
