@@ -206,7 +206,8 @@ def test_bad_events_replay_their_exact_bytes_and_a_refailure_updates_the_same_en
 
 
 def test_the_cli_mirrors_the_jobs(resources, topics, kafka, lake, instance, host, monkeypatch, capsys):
-    produce_events(kafka, topics.xact_events, [event_with(host.url("status/404/cli.pdf"))])
+    withdrawn, fixable = host.url("status/404/cli-withdrawn.pdf"), host.url("status/404/cli.pdf")
+    produce_events(kafka, topics.xact_events, [event_with(withdrawn, fixable)])
     run_pipeline(resources, instance)
     pipeline = resources["pipeline"]
     for name, value in {
@@ -220,12 +221,23 @@ def test_the_cli_mirrors_the_jobs(resources, topics, kafka, lake, instance, host
 
     assert dlq_cli.main(["list", "--dlq", "xact_downloads"]) == 0
     assert "http_404" in capsys.readouterr().out
+    withdrawn_id = next(e for e in view(lake, "xact_downloads")["entry_id"] if e.endswith(withdrawn))
+    assert dlq_cli.main(["inspect", "--dlq", "xact_downloads", withdrawn_id]) == 0
+    inspected = json.loads(capsys.readouterr().out)
+    assert inspected["entry_id"] == withdrawn_id and json.loads(inspected["payload"])["task"]["attachment_url"] == withdrawn
+    assert dlq_cli.main(["inspect", "--dlq", "xact_downloads", "no-such-entry"]) == 1
+    assert dlq_cli.main(["resolve", "--dlq", "xact_downloads", "--ids", withdrawn_id, "--reason", "withdrawn"]) == 0
     assert dlq_cli.main(["purge", "--dlq", "xact_downloads", "--reason", "x"]) == 2
     assert dlq_cli.main(["replay", "--dlq", "xact_downloads", "--apply", "--reason", "from cli"]) == 0
 
-    assert view(lake, "xact_downloads")["status"].to_list() == ["replayed"]
+    statuses = {e: s for e, s in view(lake, "xact_downloads").select("entry_id", "status").iter_rows()}
+    assert statuses.pop(withdrawn_id) == "resolved" and list(statuses.values()) == ["replayed"]
     rows = audit(lake).sort("at").to_dicts()
-    assert [(r["operation"], r["outcome"]) for r in rows] == [("purge", "refused"), ("replay", "applied")]
+    assert [(r["operation"], r["outcome"]) for r in rows] == [
+        ("resolve", "applied"),
+        ("purge", "refused"),
+        ("replay", "applied"),
+    ]
     assert rows[-1]["launched_by"].startswith("cli:") and rows[-1]["run_id"].startswith("cli-")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from azure.storage.blob import BlobServiceClient
+from deltalake import write_deltalake
 
 from pipeline_defs.defs import xact
 from pipeline_defs.defs.xact.assets import xact_attachments, xact_events
@@ -23,6 +24,7 @@ from pipeline_defs.defs.xact.sensors import (
     xact_events_sensor,
 )
 from pipeline_defs.lib import attachments as attachments_module
+from pipeline_defs.lib.delta_checks import blobs_match_inventory, keys_unique
 from pipeline_defs.lib.file_store import FileStoreResource
 from pipeline_defs.lib.settings import StorageSettings
 from pipeline_defs.sim.attachment_host import AttachmentHost, file_body
@@ -90,6 +92,14 @@ def test_a_good_attachment_is_uploaded_and_recorded_once(resources, topics, kafk
 
     again = execute(xact_attachments, request, resources, instance)
     assert metadata_of(again)["rows_written"] == 0 and inventory(lake).height == 1
+
+    # The checks see damage done behind the pipeline's back: a lost blob, a duplicated row.
+    (Path(files.storage.files_root) / row["blob_path"]).unlink()
+    lost = blobs_match_inventory(lake, files, "xact_attachments", result.run_id, "blobs_exist_with_recorded_size")
+    assert not lost.passed and lost.metadata["missing_or_wrong_size"].value == [row["blob_path"]]
+    write_deltalake(lake.table_uri("xact_attachments"), inventory(lake).to_arrow(), mode="append", storage_options=lake.storage_options())
+    doubled = keys_unique(lake, "xact_attachments", ["trace_id", "attachment_url"], result.run_id, 1, "inventory_key_unique")
+    assert not doubled.passed and doubled.metadata["duplicated_keys"].value == 1
 
 
 def test_permanent_failures_go_to_the_dlq_with_their_reason(resources, topics, kafka, lake, instance, host, consume_all):
