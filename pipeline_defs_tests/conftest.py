@@ -62,6 +62,17 @@ class TestStack:
     pg_port: int
 
 
+class FakeCredential:
+    """Stands in for azure-identity: records the scopes asked for, returns a fixed token."""
+
+    def __init__(self):
+        self.scopes = []
+
+    def get_token(self, scope):
+        self.scopes.append(scope)
+        return type("Token", (), {"token": "jwt-token", "expires_on": 1_900_000_000})()
+
+
 @pytest.fixture(scope="session")
 def test_stack() -> TestStack:
     stack("up")

@@ -9,6 +9,7 @@ from confluent_kafka import TopicPartition
 from pipeline_defs.lib.kafka import KafkaResource, KafkaUnavailableError, OutRecord, ReadStats
 from pipeline_defs.lib.offset_ranges import OffsetRange
 from pipeline_defs.lib.settings import KafkaConnection
+from pipeline_defs_tests.conftest import FakeCredential
 
 
 def fill(kafka: KafkaResource, topic: str, partition_counts: dict[int, int]) -> None:
@@ -90,14 +91,6 @@ def test_a_dead_broker_is_reported_within_the_timeout():
         dead.partition_states("events.raw", 2)
     assert time.monotonic() - started < 5
 
-
-class FakeCredential:
-    def __init__(self):
-        self.scopes = []
-
-    def get_token(self, scope):
-        self.scopes.append(scope)
-        return type("Token", (), {"token": "jwt-token", "expires_on": 1_900_000_000})()
 
 
 def test_oauthbearer_takes_tokens_from_azure_identity_for_the_event_hub_scope():
