@@ -269,6 +269,14 @@ def test_view_metadata_counts_by_category_and_checks_warn_on_growth(resources, t
     assert not checks["growth_rate"].passed and checks["growth_rate"].severity == dg.AssetCheckSeverity.WARN
     assert checks["oldest_entry_age"].passed
 
+    for error_hours, severity in ((24, dg.AssetCheckSeverity.WARN), (0.0001, dg.AssetCheckSeverity.ERROR)):
+        impatient = PipelineConfigResource(
+            topics=pipeline.topics, ingest=pipeline.ingest, dlq=DlqSettings(oldest_warn_hours=0.0001, oldest_error_hours=error_hours)
+        )
+        aged = dg.materialize([DOWNLOADS_VIEW, *view_checks], resources={**resources, "pipeline": impatient}, instance=instance)
+        (age,) = [c for c in aged.get_asset_check_evaluations() if c.check_name == "oldest_entry_age"]
+        assert not age.passed and age.severity == severity and age.metadata["waiting"].value == 3
+
 
 def test_the_audit_names_the_operator_and_where_the_run_came_from():
     assert launched_by("jane.doe", {"dagster/from_ui": "true"}) == "jane.doe (ui)"
