@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 from collections import Counter
 from typing import Optional
 from urllib.parse import unquote
@@ -52,8 +53,10 @@ def _kind(path: str) -> tuple[bytes, str]:
 
 
 class AttachmentHost(LocalHttpServer):
-    def __init__(self, port: int = 0, file_size: int = 64 * 1024, host_name: str = "127.0.0.1"):
-        super().__init__(port, host_name)
+    def __init__(
+        self, port: int = 0, file_size: int = 64 * 1024, host_name: str = "127.0.0.1", tls: Optional[ssl.SSLContext] = None
+    ):
+        super().__init__(port, host_name, tls)
         self.file_size = file_size
         self.requests: Counter[str] = Counter()
         self._failing: dict[str, int] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import ssl
 import threading
 from abc import ABC, abstractmethod
 from typing import Optional, TypeVar
@@ -15,9 +16,10 @@ Server = TypeVar("Server", bound="LocalHttpServer")
 
 
 class LocalHttpServer(ABC):
-    def __init__(self, port: int = 0, host_name: str = "127.0.0.1"):
+    def __init__(self, port: int = 0, host_name: str = "127.0.0.1", tls: Optional[ssl.SSLContext] = None):
         self.port = port  # 0: any free port, known after start
         self.host_name = host_name  # the name URLs use; the pipeline's config resolves it
+        self.tls = tls  # serve https with this server context
         self._runner: Optional[web.AppRunner] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._process: Optional[multiprocessing.process.BaseProcess] = None
@@ -27,7 +29,7 @@ class LocalHttpServer(ABC):
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host_name}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host_name}:{self.port}"
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
@@ -35,7 +37,7 @@ class LocalHttpServer(ABC):
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.tls)
         await site.start()
         self.port = self._runner.addresses[0][1]
 

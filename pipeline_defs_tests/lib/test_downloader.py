@@ -1,10 +1,16 @@
 """The downloader against a real HTTP server on 127.0.0.1 (reached as attachments.test)."""
 
 import asyncio
+import datetime
 import hashlib
+import ssl
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from pipeline_defs.lib.downloader import DownloadedFile
 from pipeline_defs.lib.failures import FailureCategory, TaskFailure
@@ -109,3 +115,40 @@ def test_a_failing_host_opens_its_circuit(attachment_http, tmp_path, host):
     codes = [r.code for r in results]
     assert codes[:5] == ["http_503"] * 5 and codes[5:] == ["circuit_open"] * 2
     assert [(t.from_state.value, t.to_state.value) for t in downloader.breakers.transitions] == [("closed", "open")]
+
+
+def test_a_certificate_nobody_vouches_for_is_refused(attachment_http, tmp_path):
+    tls_host = AttachmentHost(host_name="attachments.test", tls=_self_signed(tmp_path, "attachments.test")).start_in_thread()
+    try:
+        (result,), _ = fetch(attachment_http, tmp_path / "spool", tls_host.url("files/a.pdf"))
+    finally:
+        tls_host.stop_thread()
+    assert isinstance(result, TaskFailure)
+    assert (result.category, result.code) == (FailureCategory.PERMANENT, "ssl_error")
+    assert tls_host.requests == {}  # nothing was asked before the handshake failed
+
+
+def _self_signed(folder: Path, host_name: str) -> ssl.SSLContext:
+    """A server context with a self-signed certificate for ``host_name``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host_name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context
