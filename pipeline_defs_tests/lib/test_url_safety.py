@@ -1,9 +1,12 @@
+import asyncio
 from datetime import datetime, timezone
 
 import pytest
 
 from pipeline_defs.lib.url_safety import (
+    BlockedAddress,
     BlockedUrl,
+    SafeResolver,
     UrlPolicy,
     check_url,
     is_public_address,
@@ -115,3 +118,21 @@ def test_presigned_expiry_for_s3_gcs_v2_and_azure_sas():
 
 def test_redacted_urls_keep_no_query():
     assert redacted("https://h.example.com/a/b.pdf?X-Amz-Signature=secret") == "https://h.example.com/a/b.pdf"
+
+
+def test_the_resolver_refuses_what_real_dns_maps_to_a_private_address():
+    """``localhost`` goes through the system resolver (no pinned address) and comes back as
+    loopback: refused unless the host is explicitly a loopback test host."""
+    policy = UrlPolicy(allowed_hosts=("localhost",))
+
+    async def resolve(policy: UrlPolicy):
+        resolver = SafeResolver(policy)  # aiohttp resolvers belong to a running loop
+        try:
+            return await resolver.resolve("localhost", 443)
+        finally:
+            await resolver.close()
+
+    with pytest.raises(BlockedAddress, match="non-public address"):
+        asyncio.run(resolve(policy))
+    trusted = UrlPolicy(allowed_hosts=("localhost",), loopback_hosts=("localhost",))
+    assert {r["host"] for r in asyncio.run(resolve(trusted))} <= {"127.0.0.1", "::1"}
