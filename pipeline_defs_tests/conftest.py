@@ -95,7 +95,7 @@ TEST_RETRY_DELAYS_S = [3, 6]
 
 
 @pytest.fixture
-def topics(kafka: KafkaResource) -> TopicNames:
+def topics(kafka: KafkaResource) -> Iterator[TopicNames]:
     """Fresh, uniquely named topics (3 partitions) for one test, retry topics included."""
     suffix = uuid.uuid4().hex[:8]
     names = TopicNames(
@@ -104,7 +104,10 @@ def topics(kafka: KafkaResource) -> TopicNames:
     )
     config = PipelineConfigResource(topics=names, ingest=IngestSettings(retry_delays_s=TEST_RETRY_DELAYS_S))
     kafka.create_topics(config.all_topics(), names.partitions)
-    return names
+    yield names
+    # A broker kept between runs (KEEP_STACK=1) would otherwise pile up partitions, each
+    # holding open files, until it runs out of descriptors.
+    kafka.admin().delete_topics(config.all_topics(), operation_timeout=30)
 
 
 @pytest.fixture
