@@ -71,14 +71,14 @@ class PipelineUnderTest:
             except subprocess.TimeoutExpired:
                 os.killpg(self.daemon.pid, signal.SIGKILL)
         # runs launched by the daemon live in their own processes
-        for pid in _run_processes(self.dagster_home):
+        for pid in run_processes(self.dagster_home):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
 
-def _run_processes(dagster_home: Path) -> list[int]:
+def run_processes(dagster_home: Path) -> list[int]:
     """Processes whose environment names this DAGSTER_HOME (the daemon's run workers)."""
     found = []
     for proc in Path("/proc").iterdir():

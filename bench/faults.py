@@ -89,16 +89,39 @@ def produce_steadily(run: PipelineUnderTest, host: AttachmentHost, events: int, 
         raise RuntimeError("events were not acknowledged")
 
 
-def dead_lettered_keys(run: PipelineUnderTest) -> set[tuple[str, str]]:
+def dead_lettered_with_reason(run: PipelineUnderTest) -> set[tuple[str, str]]:
+    """(trace_id, url) of the attachments in the downloads DLQ that carry a category and a
+    reason, in the payload and in the headers."""
     kafka = run.resources["kafka"]
     topic = run.settings.topics.xact_downloads_dlq
     ranges = [OffsetRange(topic, p, s.low, s.high) for p, s in kafka.partition_states(topic, 10).items()]
     keys = set()
     for batch in kafka.read_ranges(ranges, f"{run.name}-verify", 10_000, 60):
         for message in batch:
-            task = json.loads(message.value())["task"]
-            keys.add((task["trace_id"], task["attachment_url"]))
+            failed = json.loads(message.value())
+            headers = dict(message.headers() or [])
+            if failed.get("error_category") and failed.get("final_error") and headers.get("__dlq.errors.reason"):
+                keys.add((failed["task"]["trace_id"], failed["task"]["attachment_url"]))
     return keys
+
+
+def fault_effects(run: PipelineUnderTest, host: AttachmentHost, kill_note: str) -> dict:
+    """Evidence that each fault hit work in flight, not an idle pipeline."""
+    instance = run.instance()
+    retried_steps = 0
+    for candidate in instance.get_runs():
+        retried_steps += sum(
+            1
+            for e in instance.all_logs(candidate.run_id)
+            if e.dagster_event is not None and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"
+        )
+    attempts = run.rows("xact_attachments", ["attempt_count"])
+    return {
+        "run_killed_in_step": kill_note.startswith("killed"),
+        "host_503_answers": host.outage_answers,
+        "steps_retried_by_retry_policy": retried_steps,
+        "attachments_stored_after_a_retry": int((attempts["attempt_count"] > 1).sum()) if attempts.height else 0,
+    }
 
 
 def verdict(run: PipelineUnderTest, trace_ids: list[str], urls: dict[str, str]) -> dict:
@@ -106,7 +129,7 @@ def verdict(run: PipelineUnderTest, trace_ids: list[str], urls: dict[str, str]) 
     inventory = run.rows("xact_attachments", ["trace_id", "attachment_url"])
     expected = {(t, urls[t]) for t in trace_ids}
     stored = {tuple(r) for r in inventory.iter_rows()} if inventory.height else set()
-    dead = dead_lettered_keys(run)
+    dead = dead_lettered_with_reason(run)
     return {
         "events_produced": len(trace_ids),
         "events_in_xact_events": events["trace_id"].n_unique() if events.height else 0,
@@ -130,12 +153,13 @@ def scenario(
         with pipeline(bench, max_events_per_run=5_000, files_on_azurite=True, retry_delays_s=(5, 10, 20, 40)) as run:
             timeline = Timeline()
             trace_ids: list[str] = []
+            kills: list[str] = []
             run.start_daemon()
             producer = threading.Thread(target=produce_steadily, args=(run, host, events, rate, trace_ids))
             producer.start()
             faults = [
                 Fault(10, "restart the Kafka broker", lambda: (stack_cmd("down", "kafka"), stack_cmd("up", "kafka"))),
-                Fault(25, "kill -9 a run process", lambda: timeline.note(kill_a_run(run))),
+                Fault(25, "kill -9 a run process", lambda: kills.append(kill_a_run(run)) or timeline.note(kills[-1])),
                 Fault(35, f"stop Azurite for {azurite_down}s", lambda: (stack_cmd("down", "azurite"), time.sleep(azurite_down), stack_cmd("up", "azurite"))),
                 Fault(40 + azurite_down, f"attachment host answers 503 for {host_down}s", lambda: (host.outage(503), time.sleep(host_down), host.outage(None))),
             ]
@@ -160,15 +184,21 @@ def scenario(
             result["runs"] = len(runs)
             result["runs_failed"] = sum(r.status.value == "FAILURE" for r in runs)
             result["runs_retried"] = sum("dagster/parent_run_id" in r.tags for r in runs)
+            result["effects"] = fault_effects(run, host, kills[0] if kills else "")
             result["seconds"] = round(time.monotonic() - timeline.started, 1)
             result["timeline"] = timeline.log
     finally:
         host.stop_thread()
+    effects = result["effects"]
+    result["faults_took_effect"] = (
+        effects["run_killed_in_step"] and effects["host_503_answers"] > 0 and effects["steps_retried_by_retry_policy"] > 0
+    )
     result["pass"] = (
         result["events_missing"] == 0
         and result["duplicate_event_rows"] == 0
         and result["duplicate_inventory_rows"] == 0
         and result["attachments_unaccounted"] == 0
+        and result["faults_took_effect"]
     )
     return result
 

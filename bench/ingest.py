@@ -48,12 +48,15 @@ def produce(kafka: KafkaResource, topic: str, count: int, make=event_bytes) -> f
     return time.perf_counter() - started
 
 
-def sustained_ingest(stack: BenchStack, count: int = 500_000) -> dict:
-    with pipeline(stack, max_events_per_run=100_000) as run:
+def sustained_ingest(stack: BenchStack, count: int = 500_000, max_events_per_run: int = 100_000) -> dict:
+    """A backlog of ``count`` events drained through the daemon. The clock starts when the
+    first sensor tick plans a run (the daemon's own start-up, loading the code location, is
+    not ingest); the time from daemon start is reported beside it."""
+    with pipeline(stack, max_events_per_run=max_events_per_run) as run:
         topic = run.settings.topics.xact_events
         produce_seconds = produce(run.resources["kafka"], topic, count)
         print(f"[bench] produced {count} events in {produce_seconds:.1f}s", flush=True)
-        started = time.monotonic()
+        started_wall, started = time.time(), time.monotonic()
         run.start_daemon()
         series: list[tuple[float, int]] = []
 
@@ -63,20 +66,21 @@ def sustained_ingest(stack: BenchStack, count: int = 500_000) -> dict:
 
         wait_until(done, timeout_s=900, every_s=1.0)
         finished_wall = time.time()
-        finished = series[-1][0]
         instance = run.instance()
-        stats = [instance.get_run_stats(r.run_id) for r in instance.get_runs()]
-        first_start = min(s.start_time for s in stats if s.start_time)
-        busy = finished_wall - first_start
-        durations = sorted(round(s.end_time - s.start_time, 1) for s in stats if s.end_time and s.start_time)
+        records = instance.get_run_records()
+        first_planned = min(r.create_timestamp.timestamp() for r in records)
+        durations = sorted(round(r.end_time - r.start_time, 1) for r in records if r.end_time and r.start_time)
+    from_first_run = finished_wall - first_planned
     return {
         "events": count,
         "rows": series[-1][1],
-        "runs": len(stats),
+        "runs": len(records),
+        "events_per_run": max_events_per_run,
         "run_seconds": durations,
-        "seconds_from_daemon_start": finished,
-        "seconds_from_first_run_start": round(busy, 2),
-        "events_per_s": round(count / busy, 1),
+        "seconds_daemon_start_to_first_run": round(first_planned - started_wall, 2),
+        "seconds_first_run_planned_to_done": round(from_first_run, 2),
+        "events_per_s": round(count / from_first_run, 1),
+        "events_per_s_from_daemon_start": round(count / (finished_wall - started_wall), 1),
         "series": series,
     }
 

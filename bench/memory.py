@@ -1,44 +1,30 @@
-"""Peak memory while one attachment streams from the local host to Azurite.
+"""Peak memory of an xact_attachments run that streams one attachment from the local host to
+Azurite, for a tiny file and large ones.
 
-Each size runs in a fresh process (``python -m bench.memory <url> <files_root...>``) so its
-peak resident set (VmHWM) belongs to that download alone; the host serves from the parent."""
+Each size is its own pipeline under the daemon: one event naming one attachment, the sensors
+plan the runs, and the xact_attachments run worker (the in-process executor runs the step in
+it) is sampled for its peak resident set (VmHWM) until the inventory row lands."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from pathlib import Path
 
-from bench.attachments import HOST, bench_http, store_all, tasks_for
-from bench.stack import ROOT, BenchStack
-from pipeline_defs.lib.attachments import AttachmentInventorySink
-from pipeline_defs.lib.retries import Retries
-from pipeline_defs.lib.schemas.xact import XACT_ATTACHMENTS
+import dagster as dg
+
+from bench.attachments import HOST
+from bench.daemon import PipelineUnderTest, pipeline, run_processes, wait_until
+from bench.ingest import event_bytes
+from bench.stack import BenchStack
+from pipeline_defs.lib.kafka import OutRecord
 from pipeline_defs.sim.attachment_host import AttachmentHost
 
-
-def _vm(field: str) -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(field)
+JOB = "xact_attachments_job"
 
 
 def peak_for_sizes(stack: BenchStack, sizes: list[int]) -> list[dict]:
     host = AttachmentHost(host_name=HOST).start_in_process()
-    results = []
     try:
-        for size in sizes:
-            completed = subprocess.run(
-                [sys.executable, "-m", "bench.memory", str(host.port), str(size)],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            result = json.loads(completed.stdout.strip().splitlines()[-1])
-            results.append(result)
-            print(f"[bench] memory {size / 2**20:.0f} MiB: {result}", flush=True)
+        results = [_peak_in_run(stack, host, size) for size in sizes]
     finally:
         host.stop_process()
     tiny = results[0]["peak_rss_mib"]
@@ -47,30 +33,53 @@ def peak_for_sizes(stack: BenchStack, sizes: list[int]) -> list[dict]:
     return results
 
 
-def _child(port: int, size: int) -> None:
-    stack = BenchStack()
-    host = AttachmentHost(port=port, host_name=HOST)  # not started: only builds URLs
-    sink = AttachmentInventorySink(
-        spec=XACT_ATTACHMENTS,
-        http=bench_http(4),
-        files=stack.azurite_files(),
-        retries=Retries(stack.kafka(), [], "bench.unused"),
-    )
-    before = _vm("VmRSS")
-    report, seconds = store_all(sink, tasks_for(host, 1, path=f"big/{size}"))
-    print(
-        json.dumps(
-            {
-                "file_mib": round(size / 2**20, 1),
-                "stored": report.counts["files_stored"],
-                "seconds": round(seconds, 2),
-                "mb_per_s": round(size / seconds / 1e6, 1),
-                "rss_before_mib": round(before / 2**20, 1),
-                "peak_rss_mib": round(_vm("VmHWM") / 2**20, 1),
-            }
-        )
-    )
+def _peak_in_run(stack: BenchStack, host: AttachmentHost, size: int) -> dict:
+    with pipeline(stack, files_on_azurite=True) as run:
+        value, key = event_bytes(0, attachments=[host.url(f"big/{size}/{run.name}.pdf")])
+        run.resources["kafka"].produce(run.settings.topics.xact_events, [OutRecord(value, key)])
+        run.start_daemon()
+        instance = run.instance()
+        peaks: dict[int, int] = {}
+
+        def landed() -> bool:
+            run_ids = [r.run_id for r in instance.get_runs(filters=dg.RunsFilter(job_name=JOB))]
+            for pid in _processes_of(run, run_ids):
+                peaks[pid] = max(peaks.get(pid, 0), _peak_rss(pid))
+            return run.count("xact_attachments") >= 1
+
+        wait_until(landed, timeout_s=900, every_s=0.2)
+        (record,) = [r for r in instance.get_run_records(filters=dg.RunsFilter(job_name=JOB)) if r.dagster_run.is_success]
+        seconds = record.end_time - record.start_time
+    result = {
+        "file_mib": round(size / 2**20, 1),
+        "stored": run.count("xact_attachments"),
+        "run_seconds": round(seconds, 2),
+        "mb_per_s": round(size / seconds / 1e6, 1),
+        "run_processes_sampled": len(peaks),
+        "peak_rss_mib": round(max(peaks.values(), default=0) / 2**20, 1),
+    }
+    print(f"[bench] memory {result}", flush=True)
+    return result
 
 
-if __name__ == "__main__":
-    _child(int(sys.argv[1]), int(sys.argv[2]))
+def _processes_of(run: PipelineUnderTest, run_ids: list[str]) -> list[int]:
+    """Run worker processes of these runs (their command line carries the run id)."""
+    found = []
+    for pid in run_processes(run.dagster_home):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if any(run_id.encode() in cmdline for run_id in run_ids):
+            found.append(pid)
+    return found
+
+
+def _peak_rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

@@ -25,7 +25,8 @@ def targets(results: dict) -> list[dict]:
     rows = []
     ingest, ceiling = results.get("sustained_ingest"), results.get("ceiling")
     if ingest:
-        rows.append({"figure": "1. sustained ingest, events/s (daemon, runs, Delta)", "measured": ingest["events_per_s"], "target": ">= 10,000", "met": ingest["events_per_s"] >= 10_000})
+        rows.append({"figure": "1. sustained ingest, events/s (first sensor-planned run to last row; daemon, runs, Delta)", "measured": ingest["events_per_s"], "target": ">= 10,000", "met": ingest["events_per_s"] >= 10_000})
+        rows.append({"figure": "1. the same counted from daemon start (cold start included)", "measured": ingest["events_per_s_from_daemon_start"], "target": "-", "met": ""})
     if ingest and ceiling:
         ratio = round(ingest["events_per_s"] / ceiling["events_per_s"], 3)
         rows.append({"figure": "2. ceiling without Dagster, events/s", "measured": ceiling["events_per_s"], "target": "-", "met": ""})
@@ -68,7 +69,7 @@ def write_markdown(results: dict, path: Path) -> None:
         ("backlog", "Backlog: cold start to every event and attachment landed"),
         ("latency", "Latency: produce time to first poll (every 0.5 s) that sees the row in Delta"),
         ("download_concurrency", "Attachment downloads (local host -> pipeline downloader -> local store or Azurite)"),
-        ("streaming_memory", "Peak memory streaming one attachment to Azurite (fresh process per size)"),
+        ("streaming_memory", "Peak memory of an xact_attachments run streaming one attachment to Azurite (one pipeline per size, run worker VmHWM)"),
         ("claimx_enrichment", "ClaimX: events waiting in Kafka to every event enriched (daemon, API double)"),
     ]
     for key, title in sections:

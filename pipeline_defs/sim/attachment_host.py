@@ -61,6 +61,7 @@ class AttachmentHost(LocalHttpServer):
         self.requests: Counter[str] = Counter()
         self._failing: dict[str, int] = {}
         self._outage: Optional[int] = None
+        self.outage_answers = 0  # requests answered with the outage status
         self.streaming = 0  # responses being streamed right now, and the most at once
         self.most_streaming = 0
 
@@ -83,6 +84,7 @@ class AttachmentHost(LocalHttpServer):
         path = request.path
         self.requests[path] += 1
         if self._outage is not None:
+            self.outage_answers += 1
             return web.Response(status=self._outage, text="outage")
         if path in self._failing:
             return web.Response(status=self._failing[path], text="scripted failure")
