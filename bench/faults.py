@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Callable
 
 import dagster as dg
@@ -213,6 +214,7 @@ def main() -> int:
     result = scenario(BenchStack(), args.events, args.rate, args.short)
     results = load(RESULTS)
     results["faults"] = result
+    results.setdefault("measured_at", {})["faults"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     save(results, RESULTS)
     print(json.dumps({k: v for k, v in result.items() if k != "timeline"}, indent=2))
     print("VERDICT:", "PASS" if result["pass"] else "FAIL")

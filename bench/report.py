@@ -62,6 +62,9 @@ def write_markdown(results: dict, path: Path) -> None:
     machine = results.get("machine", {})
     if machine:
         lines += [f"Measured {machine['measured_at']} on {machine['cores']} cores, {machine['memory_gib']} GiB, Python {machine['python']}.", ""]
+    stamps = results.get("measured_at", {})
+    if stamps:
+        lines += ["Each benchmark with its reference, measured together at: " + ", ".join(f"{k} {v}" for k, v in sorted(stamps.items())), ""]
     lines += ["## Figures and targets", ""] + _table(targets(results))
     sections = [
         ("sustained_ingest", "Sustained ingest: a backlog drained through dagster-daemon (sensor ticks, queued runs, Delta commits)"),
