@@ -41,13 +41,14 @@ def _peak_in_run(stack: BenchStack, host: AttachmentHost, size: int) -> dict:
         instance = run.instance()
         peaks: dict[int, int] = {}
 
-        def landed() -> bool:
-            run_ids = [r.run_id for r in instance.get_runs(filters=dg.RunsFilter(job_name=JOB))]
-            for pid in _processes_of(run, run_ids):
+        def finished() -> bool:
+            runs = instance.get_runs(filters=dg.RunsFilter(job_name=JOB))
+            for pid in _processes_of(run, [r.run_id for r in runs]):
                 peaks[pid] = max(peaks.get(pid, 0), _peak_rss(pid))
-            return run.count("xact_attachments") >= 1
+            return any(r.is_success for r in runs) and run.count("xact_attachments") >= 1
 
-        wait_until(landed, timeout_s=900, every_s=0.2)
+        if not wait_until(finished, timeout_s=900, every_s=0.2):
+            raise RuntimeError(f"no successful {JOB} run stored the {size}-byte attachment")
         (record,) = [r for r in instance.get_run_records(filters=dg.RunsFilter(job_name=JOB)) if r.dagster_run.is_success]
         seconds = record.end_time - record.start_time
     result = {
