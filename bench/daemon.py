@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -76,6 +77,15 @@ class PipelineUnderTest:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def run_worker_pid(instance: dg.DagsterInstance, run_id: str) -> Optional[int]:
+    """The pid of the process executing a run, from the run's own "Started process" event."""
+    for event in instance.all_logs(run_id):
+        found = re.search(r"process \(pid: (\d+)\)", event.message or "")
+        if found:
+            return int(found.group(1))
+    return None
 
 
 def run_processes(dagster_home: Path) -> list[int]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import sys
 import threading
@@ -24,7 +23,7 @@ from typing import Callable
 import dagster as dg
 
 from bench.attachments import HOST
-from bench.daemon import PipelineUnderTest, pipeline, wait_until
+from bench.daemon import PipelineUnderTest, pipeline, run_worker_pid, wait_until
 from bench.ingest import event_bytes
 from bench.report import load, save
 from bench.stack import RESULTS, BenchStack, stack
@@ -61,11 +60,10 @@ def kill_a_run(run: PipelineUnderTest, job_name: str = "xact_events_job", within
             events = [e for e in instance.all_logs(candidate.run_id) if e.dagster_event is not None]
             if not any(e.dagster_event.event_type_value == "STEP_START" for e in events):
                 continue
-            for event in events:
-                found = re.search(r"process \(pid: (\d+)\)", event.message or "")
-                if found:
-                    os.kill(int(found.group(1)), signal.SIGKILL)
-                    return f"killed run {candidate.run_id[:8]} ({job_name}, pid {found.group(1)}) inside its step"
+            pid = run_worker_pid(instance, candidate.run_id)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                return f"killed run {candidate.run_id[:8]} ({job_name}, pid {pid}) inside its step"
         time.sleep(0.2)
     return f"no {job_name} run was executing to kill"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from bench.attachments import HOST
-from bench.daemon import PipelineUnderTest, pipeline, run_processes, wait_until
+from bench.daemon import pipeline, run_worker_pid, wait_until
 from bench.ingest import event_bytes
 from bench.stack import BenchStack
 from pipeline_defs.lib.kafka import OutRecord
@@ -43,8 +43,10 @@ def _peak_in_run(stack: BenchStack, host: AttachmentHost, size: int) -> dict:
 
         def finished() -> bool:
             runs = instance.get_runs(filters=dg.RunsFilter(job_name=JOB))
-            for pid in _processes_of(run, [r.run_id for r in runs]):
-                peaks[pid] = max(peaks.get(pid, 0), _peak_rss(pid))
+            for candidate in runs:
+                pid = run_worker_pid(instance, candidate.run_id)
+                if pid is not None:
+                    peaks[pid] = max(peaks.get(pid, 0), _peak_rss(pid))
             return any(r.is_success for r in runs) and run.count("xact_attachments") >= 1
 
         if not wait_until(finished, timeout_s=900, every_s=0.2):
@@ -56,24 +58,11 @@ def _peak_in_run(stack: BenchStack, host: AttachmentHost, size: int) -> dict:
         "stored": run.count("xact_attachments"),
         "run_seconds": round(seconds, 2),
         "mb_per_s": round(size / seconds / 1e6, 1),
-        "run_processes_sampled": len(peaks),
+        "run_worker_pid": next(iter(peaks), None),
         "peak_rss_mib": round(max(peaks.values(), default=0) / 2**20, 1),
     }
     print(f"[bench] memory {result}", flush=True)
     return result
-
-
-def _processes_of(run: PipelineUnderTest, run_ids: list[str]) -> list[int]:
-    """Run worker processes of these runs (their command line carries the run id)."""
-    found = []
-    for pid in run_processes(run.dagster_home):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if any(run_id.encode() in cmdline for run_id in run_ids):
-            found.append(pid)
-    return found
 
 
 def _peak_rss(pid: int) -> int:
