@@ -11,7 +11,8 @@ from datetime import date, datetime, timezone
 from pipeline_defs.lib.attachments import AttachmentInventorySink
 from pipeline_defs.lib.retries import Retries
 from pipeline_defs.lib.downloader import AttachmentHttpResource
-from pipeline_defs.lib.kafka_to_delta import BatchContext, IngestMode, IngestReport
+from pipeline_defs.lib.dlq import DeadLetterTopic
+from pipeline_defs.lib.sink import BatchContext, IngestMode, IngestReport
 from pipeline_defs.lib.schemas.tasks import SourceEvent
 from pipeline_defs.lib.schemas.xact import XACT_ATTACHMENTS, XactDownloadTask
 from pipeline_defs.lib.file_store import FileStoreResource
@@ -76,7 +77,7 @@ def concurrency_sweep(stack: BenchStack, file_size: int = 64 * 1024) -> list[dic
                 spec=XACT_ATTACHMENTS,
                 http=bench_http(concurrency),
                 files=files,
-                retries=Retries(kafka, [], "bench.unused"),
+                retries=Retries(kafka, [], DeadLetterTopic(kafka, "bench.unused", files)),
             )
             report, seconds = store_all(sink, tasks_for(host, count))
             stored = report.counts["files_stored"]

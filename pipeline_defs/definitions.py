@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from pipeline_defs.defs import claimx, dlq, xact
+from pipeline_defs.defs import claimx, dlq, health, xact
 from pipeline_defs.lib.resources import build_resources
 from pipeline_defs.lib.settings import PipelineSettings
 
@@ -10,6 +10,7 @@ defs = dg.Definitions.merge(
     xact.defs,
     claimx.defs,
     dlq.defs,
+    health.defs,
     dg.Definitions(
         resources=build_resources(PipelineSettings()),
         # Every run is one short step; running it in the run's own process saves a

@@ -22,20 +22,19 @@ from datetime import datetime, timezone
 import polars as pl
 
 from pipeline_defs.defs.dlq.views import DLQ_VIEWS
-from pipeline_defs.lib.dlq_views import (
-    PURGED,
-    REPLAYED,
-    RESOLVED,
-    WAITING,
+from pipeline_defs.lib.dlq_operations import (
+    MAX_SELECTION,
     DlqFilter,
     Operation,
     OperationResult,
     RefusedOperation,
     entries,
+    parse_moment,
     purge,
     replay,
     resolve,
 )
+from pipeline_defs.lib.dlq_views import STATUSES, WAITING
 from pipeline_defs.lib.resources import build_resources
 from pipeline_defs.lib.settings import PipelineSettings
 
@@ -53,10 +52,10 @@ def _parser() -> argparse.ArgumentParser:
             continue
         command.add_argument("--ids", nargs="*", default=[])
         command.add_argument("--category")
-        command.add_argument("--after", type=datetime.fromisoformat)
-        command.add_argument("--before", type=datetime.fromisoformat)
-        command.add_argument("--max", type=int, default=100)
-        command.add_argument("--status", nargs="*", default=[WAITING], choices=[WAITING, REPLAYED, RESOLVED, PURGED])
+        command.add_argument("--after", type=parse_moment, help="ISO time with zone, e.g. 2026-12-01T08:00:00Z")
+        command.add_argument("--before", type=parse_moment, help="ISO time with zone")
+        command.add_argument("--max", type=_count, default=100, help=f"1 to {MAX_SELECTION}")
+        command.add_argument("--status", nargs="*", default=[WAITING], choices=list(STATUSES))
         if name != "list":
             command.add_argument("--reason", required=name != "replay", default="replay")
         if name == "replay":
@@ -66,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
         if name == "purge":
             command.add_argument("--confirm", action="store_true", help="required: purge removes entries")
     return parser
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_SELECTION:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_SELECTION}")
+    return value
 
 
 def _filters(args: argparse.Namespace) -> DlqFilter:
@@ -92,7 +98,7 @@ def _print_entries(frame: pl.DataFrame) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     resources = build_resources(PipelineSettings())
-    lake, kafka, pipeline = resources["lake"], resources["kafka"], resources["pipeline"]
+    lake, pipeline = resources["lake"], resources["pipeline"]
     if args.command == "list":
         for name in [args.dlq] if args.dlq else sorted(DLQ_VIEWS):
             print(f"== {name}")
@@ -100,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     spec = DLQ_VIEWS[args.dlq]
     if args.command == "inspect":
-        found = entries(lake, spec, DlqFilter(ids=(args.entry_id,), statuses=(WAITING, REPLAYED, RESOLVED, PURGED), max_count=10))
+        found = entries(lake, spec, DlqFilter(ids=(args.entry_id,), statuses=STATUSES, max_count=10))
         for row in found.iter_rows(named=True):
             payload = row.pop("payload")
             row["payload"] = payload.decode("utf-8", "replace") if payload else None
@@ -117,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.command == "replay":
-            result: OperationResult = replay(lake, kafka, pipeline, spec, operation)
+            clusters = {"kafka": resources["kafka"], "source_kafka": resources["source_kafka"]}
+            result: OperationResult = replay(lake, clusters, resources["files"], pipeline, spec, operation)
         elif args.command == "resolve":
             result = resolve(lake, spec, operation)
         else:

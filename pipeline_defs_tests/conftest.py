@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 import dagster as dg
 import pytest
 
+from pipeline_defs.lib.alerts import AlertWebhookResource
 from pipeline_defs.lib.claimx.api import ClaimXApiResource
 from pipeline_defs.lib.delta import DeltaLakeResource
 from pipeline_defs.lib.downloader import AttachmentHttpResource
@@ -33,6 +34,7 @@ from pipeline_defs.lib.settings import (
 )
 
 from pipeline_defs.sim.attachment_host import AttachmentHost
+from pipeline_defs.topics import create_pipeline_topics
 from pipeline_defs.sim.claimx_api import ClaimXApiDouble
 from pipeline_defs.sim.claimx_world import ClaimXWorld
 
@@ -103,7 +105,7 @@ def topics(kafka: KafkaResource) -> Iterator[TopicNames]:
         partitions=3,
     )
     config = PipelineConfigResource(topics=names, ingest=IngestSettings(retry_delays_s=TEST_RETRY_DELAYS_S))
-    kafka.create_topics(config.all_topics(), names.partitions)
+    create_pipeline_topics(kafka, config, names.partitions)
     yield names
     # A broker kept between runs (KEEP_STACK=1) would otherwise pile up partitions, each
     # holding open files, until it runs out of descriptors.
@@ -228,6 +230,7 @@ def resources(
         "claimx_api": claimx_api,
         "claimx_media_http": claimx_media_http,
         "pipeline": pipeline_config,
+        "alert_webhook": AlertWebhookResource(),
     }
 
 

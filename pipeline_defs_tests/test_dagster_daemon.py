@@ -42,6 +42,20 @@ def dagster_home(tmp_path: Path, test_stack, monkeypatch) -> Path:
     return home
 
 
+# Generous: a busy 2-core machine boots each run worker in seconds; the bound only keeps a broken
+# pipeline from hanging the suite, and the message says what was still waiting.
+WAIT_S = 600
+
+
+def wait_for(condition, what: str, instance: dg.DagsterInstance) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            runs = [(run.run_id[:8], run.job_name, run.status.value) for run in instance.get_runs(limit=20)]
+            pytest.fail(f"waited {WAIT_S}s for {what}; latest runs: {runs}")
+        time.sleep(2)
+
+
 def test_daemon_runs_the_sensor_and_the_runs_fill_xact_events(
     dagster_home, tmp_path, test_stack, kafka, topics
 ):
@@ -81,14 +95,12 @@ def test_daemon_runs_the_sensor_and_the_runs_fill_xact_events(
         ]
     )
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and table_rows(lake, "xact_events").height < 500:
-            time.sleep(2)
+        wait_for(lambda: table_rows(lake, "xact_events").height >= 500, "the first 500 events in xact_events", instance)
         produce_events(kafka, topics.xact_events, sample_events(100, seed=11))
-        while time.monotonic() < deadline and table_rows(lake, "xact_events").height < 600:
-            time.sleep(2)
-        while time.monotonic() < deadline and instance.get_runs(filters=in_flight):
-            time.sleep(1)
+        wait_for(lambda: table_rows(lake, "xact_events").height >= 600, "the late 100 events in xact_events", instance)
+        # Every run the daemon launched ends before the daemon is stopped: stopping it earlier
+        # would kill runs in flight and fail them for a reason that is not theirs.
+        wait_for(lambda: not instance.get_runs(filters=in_flight), "the daemon's runs to finish", instance)
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         daemon.wait(30)

@@ -22,13 +22,16 @@ from confluent_kafka import Message
 from deltalake import CommitProperties, DeltaTable
 
 from pipeline_defs.lib.delta import scan_snapshot
-from pipeline_defs.lib.dlq import SourceRecord
+from pipeline_defs.lib.dlq import DeadLetterTopic, SourceRecord
 from pipeline_defs.lib.downloader import AttachmentDownloader, AttachmentHttpResource, DownloadedFile
-from pipeline_defs.lib.failures import FAILURE_COUNTERS, TaskFailure
+from pipeline_defs.lib.failures import FAILURE_COUNTERS, TaskFailure, failure_of
 from pipeline_defs.lib.file_store import FileStore, FileStoreResource
-from pipeline_defs.lib.kafka_to_delta import LINEAGE_COLUMNS, PARTITION_COLUMN, BatchContext, dedup_window, merge_by_day
-from pipeline_defs.lib.retries import Carried, Failed, Retries, parse_tasks, task_lineage
+from pipeline_defs.lib.guard import InfrastructureError, RejectedRecord, guarded, guarded_async
+from pipeline_defs.lib.kafka_to_delta import merge_by_day
+from pipeline_defs.lib.retries import Carried, Failed, Retries, task_lineage
 from pipeline_defs.lib.schemas.downloads import AttachmentTask
+from pipeline_defs.lib.schemas.tasks import parse_task
+from pipeline_defs.lib.sink import LINEAGE_COLUMNS, PARTITION_COLUMN, BatchContext, RecordSink, dedup_window, table_from_rows
 
 STORED_COLUMNS = pa.schema(
     [
@@ -89,13 +92,14 @@ ATTACHMENT_COUNTERS = (
     "failed_permanent",
     "failed_auth",
     "circuit_open",
+    "failed_unprocessable",
     "retries_scheduled",
     "downloads_dead_lettered",
     "download_seconds",
 )
 
 @dataclass
-class AttachmentInventorySink:
+class AttachmentInventorySink(RecordSink[AttachmentTask]):
     spec: InventorySpec
     http: AttachmentHttpResource
     files: FileStoreResource
@@ -104,17 +108,25 @@ class AttachmentInventorySink:
     counters: tuple[str, ...] = ATTACHMENT_COUNTERS
     breaker_transitions: list[str] = field(default_factory=list)
 
+    stage = "read the task"
+
     @property
-    def table(self) -> str:
+    def table(self) -> str:  # type: ignore[override]
         return self.spec.table
 
     @property
-    def schema(self) -> pa.Schema:
+    def schema(self) -> pa.Schema:  # type: ignore[override]
         return self.spec.schema
 
-    # ---- DeltaSink ----------------------------------------------------------------------
-    def rows_for(self, messages: Sequence[Message], context: BatchContext) -> pa.Table:
-        return self.process(parse_tasks(self.spec.task_type, messages, self.retries.dead_letters, context), context)
+    # ---- RecordSink ---------------------------------------------------------------------
+    def prepare(self, message: Message, context: BatchContext) -> AttachmentTask:
+        return parse_task(self.spec.task_type, message)  # type: ignore[return-value]
+
+    def finish(self, items: Sequence[tuple[Message, AttachmentTask]], context: BatchContext) -> pa.Table:
+        return self.process([(task, SourceRecord.of(message)) for message, task in items], context)
+
+    def dead_letter_topic(self) -> DeadLetterTopic:
+        return self.retries.dead_letters
 
     def write(
         self, rows: pa.Table, table: DeltaTable, commit: CommitProperties, context: BatchContext
@@ -129,18 +141,25 @@ class AttachmentInventorySink:
         stored, failed = asyncio.run(self._fetch_and_store(todo, context))
         counts = context.report.counts
         counts["download_seconds"] += round(time.monotonic() - started, 3)
+        now = datetime.now(timezone.utc)
+        built: list[tuple[Stored, dict[str, Any]]] = []
+        for item in stored:
+            row = guarded("build the inventory row", lambda: self._row(item, context, now))
+            if isinstance(row, RejectedRecord):
+                failed.append(Failed(item.task, item.carrier, failure_of(row)))
+            else:
+                built.append((item, row))
+        rows, unfit = table_from_rows([row for _, row in built], [item for item, _ in built], self.schema, "build the inventory row")
+        failed += [Failed(item.task, item.carrier, failure_of(rejection)) for item, rejection in unfit]
         for item in failed:
             counts[FAILURE_COUNTERS[item.failure.category]] += 1
         routed = self.retries.route(failed, context)
         counts["retries_scheduled"] += routed.retries_scheduled
         counts["downloads_dead_lettered"] += routed.dead_lettered
-        now = datetime.now(timezone.utc)
-        rows = []
-        for item in stored:
-            counts["files_stored"] += 1
-            counts["bytes_stored"] += item.file.size
-            rows.append(self._row(item, context, now))
-        return pa.Table.from_pylist(rows, schema=self.schema)
+        counts["files_stored"] += rows.num_rows
+        unfit_items = {id(item) for item, _ in unfit}
+        counts["bytes_stored"] += sum(item.file.size for item, _ in built if id(item) not in unfit_items)
+        return rows
 
     def _not_yet_stored(self, tasks: Sequence[Carried], context: BatchContext) -> list[Carried]:
         unique: dict[tuple[str, ...], Carried] = {}
@@ -212,32 +231,41 @@ class AttachmentInventorySink:
     async def _attempt(
         self, items: Sequence[Carried], downloader: AttachmentDownloader, store: FileStore
     ) -> tuple[list[Stored], list[Failed]]:
+        """Every task under the guard: one that breaks the code fails alone (unprocessable);
+        storage failing fails the run."""
         stored: list[Stored] = []
         failed: list[Failed] = []
-        async with asyncio.TaskGroup() as group:
-            for task, carrier in items:
-                group.create_task(self._one(task, carrier, downloader, store, stored, failed))
+
+        async def one(task: AttachmentTask, carrier: Optional[SourceRecord]) -> None:
+            outcome = await guarded_async("download and upload", lambda: self._one(task, downloader, store))
+            if isinstance(outcome, RejectedRecord):
+                failed.append(Failed(task, carrier, failure_of(outcome)))
+            elif isinstance(outcome, TaskFailure):
+                failed.append(Failed(task, carrier, outcome))
+            else:
+                stored.append(Stored(task, carrier, *outcome))
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for task, carrier in items:
+                    group.create_task(one(task, carrier))
+        except* InfrastructureError as outage:
+            raise outage.exceptions[0] from None
         return stored, failed
 
+    @staticmethod
     async def _one(
-        self,
-        task: AttachmentTask,
-        carrier: Optional[SourceRecord],
-        downloader: AttachmentDownloader,
-        store: FileStore,
-        stored: list[Stored],
-        failed: list[Failed],
-    ) -> None:
+        task: AttachmentTask, downloader: AttachmentDownloader, store: FileStore
+    ) -> TaskFailure | tuple[DownloadedFile, str, datetime]:
         result = await downloader.download(task.url)
         if isinstance(result, TaskFailure):
-            failed.append(Failed(task, carrier, result))
-            return
+            return result
         try:
             blob_path = task.blob_path(result.file_name)
             await store.upload(result.content, result.size, blob_path, result.content_type)
         finally:
             result.discard()
-        stored.append(Stored(task, carrier, result, blob_path, datetime.now(timezone.utc)))
+        return result, blob_path, datetime.now(timezone.utc)
 
     def _row(self, item: Stored, context: BatchContext, now: datetime) -> dict[str, Any]:
         task, file = item.task, item.file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pipeline_defs.lib.url_safety import safe_path_segment
+from pipeline_defs.lib.url_safety import safe_path_segment, url_digest
 
 XACT_ROOT = "xact"
 
@@ -15,6 +15,7 @@ def xact_blob_path(
     assignment_id: Optional[str],
     estimate_version: Optional[str],
     file_name: str,
+    url: str,
 ) -> str:
     """``xact/<status subtype>/<trace id>/<file>``, the file named by subtype:
 
@@ -23,10 +24,12 @@ def xact_blob_path(
     * estimatePackageReceived: ``<assignment>_<estimate version or unknown>_<name>``
     * anything else: ``<assignment>_<name>``
 
-    Every segment is sanitised, so no field can climb out of its folder.
+    where ``<name>`` is a short digest of the URL, then the file name: two attachments of one
+    event with the same file name get two blobs. Every segment is sanitised, so no field can
+    climb out of its folder.
     """
     assignment = safe_path_segment(assignment_id)
-    name = safe_path_segment(file_name, fallback="attachment")
+    name = f"{url_digest(url)}_{safe_path_segment(file_name, fallback='attachment')}"
     if status_subtype == "firstNoticeOfLossReceived":
         file_part = f"{assignment}_FNOL_{name}"
     elif status_subtype == "estimatePackageReceived":

@@ -1,8 +1,9 @@
-"""Data-quality checks on the rows one run wrote, read back from Delta after the commit."""
+"""Data-quality checks on the rows a run answers for, read back from Delta after the commit."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Sequence
 
 import dagster as dg
@@ -11,28 +12,52 @@ import polars as pl
 from pipeline_defs.lib.delta import DeltaLakeResource
 from pipeline_defs.lib.failures import FAILURE_COUNTERS
 from pipeline_defs.lib.file_store import FileStoreResource
-from pipeline_defs.lib.kafka_to_delta import PARTITION_COLUMN, IngestReport, dedup_window
+from pipeline_defs.lib.offset_ranges import OffsetRange
+from pipeline_defs.lib.sink import PARTITION_COLUMN, BatchContext, IngestMode, IngestReport, dedup_window
 
 
-def _rows_of_run(lake: DeltaLakeResource, table: str, run_id: str) -> pl.LazyFrame | None:
+@dataclass(frozen=True)
+class RunScope:
+    """The rows a run answers for: those it wrote, and those of its planned offset ranges
+    whichever run wrote them, so a failed run re-executed under a new id (which writes
+    nothing new) is checked on its predecessor's rows, not on none."""
+
+    run_id: str
+    ranges: tuple[OffsetRange, ...] = ()
+
+    def predicate(self) -> pl.Expr:
+        in_ranges = [
+            (pl.col("kafka_topic") == r.topic)
+            & (pl.col("kafka_partition") == r.partition)
+            & pl.col("kafka_offset").is_between(r.start, r.end, closed="left")
+            for r in self.ranges
+        ]
+        return pl.any_horizontal([pl.col("dagster_run_id") == self.run_id, *in_ranges])
+
+
+def written_by(run: BatchContext, ranges: Sequence[OffsetRange]) -> RunScope:
+    return RunScope(run.run_id, tuple(ranges) if run.mode is IngestMode.STREAM else ())
+
+
+def _rows_of_run(lake: DeltaLakeResource, table: str, scope: RunScope) -> pl.LazyFrame | None:
     scan = lake.scan(table)
-    return None if scan is None else scan.filter(pl.col("dagster_run_id") == run_id)
+    return None if scan is None else scan.filter(scope.predicate())
 
 
 def keys_unique(
     lake: DeltaLakeResource,
     table: str,
     key_columns: Sequence[str],
-    run_id: str,
+    scope: RunScope,
     window_days: int,
     check_name: str,
 ) -> dg.AssetCheckResult:
-    """Every key this run wrote appears once within the dedup window around its partition."""
+    """Every key the run answers for appears once within the dedup window around its partition."""
     scan = lake.scan(table)
     if scan is None:
         return dg.AssetCheckResult(check_name=check_name, passed=True, metadata={"keys_checked": 0})
     keys = list(key_columns)
-    written = scan.filter(pl.col("dagster_run_id") == run_id).select([*keys, PARTITION_COLUMN]).unique().collect()
+    written = scan.filter(scope.predicate()).select([*keys, PARTITION_COLUMN]).unique().collect()
     days = sorted({d for day in written[PARTITION_COLUMN].unique() for d in dedup_window(day, window_days)})
     counts = (
         scan.filter(pl.col(PARTITION_COLUMN).is_in(days))
@@ -54,10 +79,10 @@ def keys_unique(
 
 
 def required_present(
-    lake: DeltaLakeResource, table: str, columns: Sequence[str], run_id: str, check_name: str
+    lake: DeltaLakeResource, table: str, columns: Sequence[str], scope: RunScope, check_name: str
 ) -> dg.AssetCheckResult:
-    """No required column is null or empty in the rows this run wrote."""
-    rows = _rows_of_run(lake, table, run_id)
+    """No required column is null or empty in the rows the run answers for."""
+    rows = _rows_of_run(lake, table, scope)
     if rows is None:
         return dg.AssetCheckResult(check_name=check_name, passed=True, metadata={"rows_checked": 0})
     missing = rows.select(
@@ -99,14 +124,14 @@ def event_log_checks(
     table: str,
     key_columns: Sequence[str],
     required: Sequence[str],
-    run_id: str,
+    scope: RunScope,
     window_days: int,
     key_check: str,
 ) -> list[dg.AssetCheckResult]:
     """Read back what the run committed; run inside the asset so a failure blocks downstream."""
     return [
-        keys_unique(lake, table, key_columns, run_id, window_days, key_check),
-        required_present(lake, table, required, run_id, "required_fields_present"),
+        keys_unique(lake, table, key_columns, scope, window_days, key_check),
+        required_present(lake, table, required, scope, "required_fields_present"),
     ]
 
 
@@ -114,12 +139,12 @@ def blobs_match_inventory(
     lake: DeltaLakeResource,
     files: FileStoreResource,
     table: str,
-    run_id: str,
+    scope: RunScope,
     check_name: str,
     sample_size: int = 20,
 ) -> dg.AssetCheckResult:
-    """For a sample of the rows this run wrote, the blob exists with the recorded size."""
-    rows = _rows_of_run(lake, table, run_id)
+    """For a sample of the rows the run answers for, the blob exists with the recorded size."""
+    rows = _rows_of_run(lake, table, scope)
     sample = [] if rows is None else rows.select("blob_path", "size_bytes").head(sample_size).collect().rows()
 
     async def stored_sizes() -> list[int | None]:
@@ -175,12 +200,12 @@ def inventory_checks(
     key_columns: Sequence[str],
     lake: DeltaLakeResource,
     files: FileStoreResource,
-    run_id: str,
+    scope: RunScope,
     report: IngestReport,
     failure_threshold: float,
 ) -> list[dg.AssetCheckResult]:
     return [
-        keys_unique(lake, table, key_columns, run_id, 1, "inventory_key_unique"),
-        blobs_match_inventory(lake, files, table, run_id, "blobs_exist_with_recorded_size"),
+        keys_unique(lake, table, key_columns, scope, 1, "inventory_key_unique"),
+        blobs_match_inventory(lake, files, table, scope, "blobs_exist_with_recorded_size"),
         failure_ratio(report, failure_threshold, "failed_attachment_ratio"),
     ]

@@ -1,10 +1,12 @@
 """Streaming attachment downloads over aiohttp: pooled connections, bounded concurrency,
-connect/read timeouts, a circuit breaker per host, and every failure classified.
+connect/read timeouts, an overall deadline per file, a byte budget for temporary files, a
+circuit breaker per host, and every failure classified.
 
 A body is streamed in chunks to a temporary file while its SHA-256 is computed, so memory
 stays flat whatever the file size. Nothing is fetched before the URL, extension and presigned
 expiry pass; redirects are followed by hand so every hop is checked again, and the resolver
-refuses non-public addresses on every connection.
+refuses non-public addresses on every connection. The request asks for the identity encoding;
+a host that compresses anyway is decompressed, within the size limit.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import tempfile
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Optional, Union
-from urllib.parse import urljoin
 
 import aiohttp
 import dagster as dg
@@ -24,19 +26,65 @@ import dagster as dg
 from pipeline_defs.lib.circuit_breaker import CircuitBreakers
 from pipeline_defs.lib.failures import FailureCategory, TaskFailure, http_failure
 from pipeline_defs.lib.file_types import MAGIC_BYTES_NEEDED, WrongFileType, check_content, check_extension
+from pipeline_defs.lib.guard import InfrastructureError
 from pipeline_defs.lib.settings import DownloadSettings
 from pipeline_defs.lib.url_safety import (
     BlockedAddress,
     BlockedUrl,
+    CheckedUrl,
     SafeResolver,
     UrlPolicy,
     check_url,
     file_extension,
+    follow_redirect,
+    normalised_host,
     presigned_expiry,
     safe_file_name,
 )
 
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
+_DECOMPRESSORS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
+
+
+class TempStorageUnavailable(InfrastructureError):
+    """The temporary directory could not take a download (disk full, not writable)."""
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _NoRoom(Exception):
+    pass
+
+
+@dataclass
+class DiskBudget:
+    """Bytes the run's downloads may hold in temporary files at once. A download waits for
+    room up to ``wait_s``; one that cannot get it gives way (a transient failure) so two
+    half-done downloads never wait for each other forever."""
+
+    limit: int
+    wait_s: float
+    used: int = 0
+    _freed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def reserve(self, size: int) -> None:
+        if size > self.limit:
+            raise _TooLarge(f"{size} bytes exceed the temporary disk budget of {self.limit}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_s
+        while self.used + size > self.limit:
+            self._freed.clear()
+            try:
+                await asyncio.wait_for(self._freed.wait(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:
+                raise _NoRoom(f"no room for {size} more bytes in the temporary disk budget") from None
+        self.used += size
+
+    def release(self, size: int) -> None:
+        self.used -= size
+        self._freed.set()
 
 
 @dataclass(frozen=True)
@@ -48,26 +96,34 @@ class DownloadedFile:
     sha256: str
     content_type: str
     downloaded_at: datetime
+    budget: Optional[DiskBudget] = None
+    reserved: int = 0
 
     def discard(self) -> None:
         self.content.close()  # a spooled temporary file: closing deletes it
+        if self.budget is not None:
+            self.budget.release(self.reserved)
 
 
 DownloadResult = Union[DownloadedFile, TaskFailure]
 
 
-class _TooLarge(Exception):
-    pass
-
-
 def url_policy(settings: DownloadSettings) -> UrlPolicy:
     return UrlPolicy(
-        allowed_hosts=tuple(h.lower().rstrip(".") for h in settings.allowed_hosts),
+        allowed_hosts=tuple(normalised_host(h) for h in settings.allowed_hosts),
         allow_http=settings.allow_http,
         allowed_ports=tuple(settings.allowed_ports),
-        loopback_hosts=tuple(settings.loopback_hosts),
-        extra_hosts=dict(settings.extra_hosts),
+        loopback_hosts=tuple(normalised_host(h) for h in settings.loopback_hosts),
+        extra_hosts={normalised_host(h): ip for h, ip in settings.extra_hosts.items()},
     )
+
+
+def permanent(code: str, detail: str) -> TaskFailure:
+    return TaskFailure(FailureCategory.PERMANENT, code, detail)
+
+
+def transient(code: str, detail: str) -> TaskFailure:
+    return TaskFailure(FailureCategory.TRANSIENT, code, detail)
 
 
 class AttachmentDownloader:
@@ -81,6 +137,7 @@ class AttachmentDownloader:
             failure_threshold=settings.circuit_failure_threshold,
             reset_timeout_s=settings.circuit_reset_s,
         )
+        self.budget = DiskBudget(settings.temp_disk_bytes, wait_s=settings.read_timeout_s)
         self._allowed_extensions = frozenset(e.lower() for e in settings.allowed_extensions)
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._session: Optional[aiohttp.ClientSession] = None
@@ -98,7 +155,11 @@ class AttachmentDownloader:
             sock_read=self.settings.read_timeout_s,
         )
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, auto_decompress=False, trust_env=False
+            connector=connector,
+            timeout=timeout,
+            auto_decompress=False,
+            trust_env=False,
+            headers={"Accept-Encoding": "identity"},
         )
         return self
 
@@ -115,37 +176,36 @@ class AttachmentDownloader:
             else:
                 file_name = ""  # named by the final response (Content-Disposition or URL)
         except BlockedUrl as exc:
-            return TaskFailure(FailureCategory.PERMANENT, "blocked_url", str(exc))
+            return permanent("blocked_url", str(exc))
         except WrongFileType as exc:
-            return TaskFailure(FailureCategory.PERMANENT, "wrong_file_type", str(exc))
+            return permanent("wrong_file_type", str(exc))
         expiry = presigned_expiry(url)
         if expiry is not None and expiry <= datetime.now(timezone.utc):
-            return TaskFailure(
-                FailureCategory.PERMANENT, "expired_link", f"presigned URL expired at {expiry.isoformat()}"
-            )
+            return permanent("expired_link", f"presigned URL expired at {expiry.isoformat()}")
         if not self.breakers.allow(checked.host):
-            return TaskFailure(
-                FailureCategory.CIRCUIT_OPEN, "circuit_open", f"circuit for {checked.host} is open"
-            )
+            return TaskFailure(FailureCategory.CIRCUIT_OPEN, "circuit_open", f"circuit for {checked.host} is open")
         async with self._slots:
-            result = await self._fetch(url, file_name)
+            try:
+                async with asyncio.timeout(self.settings.download_deadline_s):
+                    result = await self._fetch(checked, file_name)
+            except TimeoutError:
+                result = transient("deadline_exceeded", f"not done within {self.settings.download_deadline_s:.0f} s")
         if isinstance(result, TaskFailure) and result.category is FailureCategory.TRANSIENT:
             self.breakers.record_failure(checked.host)
         else:
             self.breakers.record_success(checked.host)
         return result
 
-    async def _fetch(self, url: str, file_name: str) -> DownloadResult:
+    async def _fetch(self, checked: CheckedUrl, file_name: str) -> DownloadResult:
         assert self._session is not None, "use AttachmentDownloader as an async context manager"
         try:
             for _ in range(self.settings.max_redirects + 1):
-                async with self._session.get(url, allow_redirects=False) as response:
+                async with self._session.get(checked.url, allow_redirects=False) as response:
                     if response.status in REDIRECT_STATUSES:
                         location = response.headers.get("Location")
                         if not location:
-                            return TaskFailure(FailureCategory.PERMANENT, "bad_redirect", "redirect without Location")
-                        url = urljoin(url, location)
-                        check_url(url, self.policy)
+                            return permanent("bad_redirect", "redirect without Location")
+                        checked = follow_redirect(checked, location, self.policy)
                         continue
                     if response.status != 200:
                         return await _http_failure(response)
@@ -153,44 +213,56 @@ class AttachmentDownloader:
                     extension = file_extension(file_name)
                     check_extension(extension, self._allowed_extensions)
                     return await self._stream(response, file_name, extension)
-            return TaskFailure(FailureCategory.PERMANENT, "too_many_redirects", "redirect limit reached")
+            return permanent("too_many_redirects", "redirect limit reached")
         except BlockedUrl as exc:
-            return TaskFailure(FailureCategory.PERMANENT, "blocked_redirect", str(exc))
+            return permanent("blocked_redirect", str(exc))
         except WrongFileType as exc:
-            return TaskFailure(FailureCategory.PERMANENT, "wrong_file_type", str(exc))
+            return permanent("wrong_file_type", str(exc))
         except _TooLarge as exc:
-            return TaskFailure(FailureCategory.PERMANENT, "too_large", str(exc))
+            return permanent("too_large", str(exc))
+        except _NoRoom as exc:
+            return transient("temp_disk_busy", str(exc))
+        except zlib.error:
+            return permanent("bad_encoding", "compressed body does not decompress")
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, BlockedAddress):
-                return TaskFailure(FailureCategory.PERMANENT, "blocked_address", str(exc.os_error))
+                return permanent("blocked_address", str(exc.os_error))
             if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
-                return TaskFailure(FailureCategory.PERMANENT, "ssl_error", type(exc).__name__)
-            return TaskFailure(FailureCategory.TRANSIENT, "connection_error", type(exc).__name__)
+                return permanent("ssl_error", type(exc).__name__)
+            return transient("connection_error", type(exc).__name__)
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            return TaskFailure(FailureCategory.TRANSIENT, "timeout", "connect or read timed out")
+            return transient("timeout", "connect or read timed out")
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            return TaskFailure(FailureCategory.TRANSIENT, "connection_error", type(exc).__name__)
+            return transient("connection_error", type(exc).__name__)
         except aiohttp.InvalidURL as exc:
-            return TaskFailure(FailureCategory.PERMANENT, "invalid_url", type(exc).__name__)
+            return permanent("invalid_url", type(exc).__name__)
         except aiohttp.ClientError as exc:
             # Whatever else the client refuses (an answer that is not HTTP, a broken header): the
             # host may be mid-deploy, so it is retried, and dead-lettered if it stays that way.
             # The exception's text names the URL, which may carry a presigned signature.
-            return TaskFailure(FailureCategory.TRANSIENT, "protocol_error", type(exc).__name__)
+            return transient("protocol_error", type(exc).__name__)
 
-    async def _stream(
-        self, response: aiohttp.ClientResponse, file_name: str, extension: str
-    ) -> DownloadResult:
+    async def _stream(self, response: aiohttp.ClientResponse, file_name: str, extension: str) -> DownloadResult:
         limit = self.settings.max_file_bytes
-        if response.content_length is not None and response.content_length > limit:
-            raise _TooLarge(f"{response.content_length} bytes announced, limit {limit}")
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity", *_DECOMPRESSORS):
+            return permanent("unsupported_encoding", f"Content-Encoding {encoding[:40]!r} not supported")
+        decompressor = zlib.decompressobj(_DECOMPRESSORS[encoding]) if encoding in _DECOMPRESSORS else None
+        announced = response.content_length
+        if announced is not None and decompressor is None and announced > limit:
+            raise _TooLarge(f"{announced} bytes announced, limit {limit}")
         content_type = response.headers.get("Content-Type", "")
         # Small files stay in memory; past spool_bytes the spool moves to a temporary file, so
-        # memory is bounded by concurrency x spool_bytes whatever the file sizes.
+        # memory is bounded by concurrency x spool_bytes whatever the file sizes, and disk by
+        # the byte budget.
+        reserved = 0
+        step = self.settings.chunk_bytes * 8
         out = tempfile.SpooledTemporaryFile(max_size=self.settings.spool_bytes, dir=self.temp_dir)
-        digest, size, head, checked = hashlib.sha256(), 0, b"", False
+        digest, size, received, head, checked = hashlib.sha256(), 0, 0, b"", False
         try:
-            async for chunk in response.content.iter_chunked(self.settings.chunk_bytes):
+            async for raw in response.content.iter_chunked(self.settings.chunk_bytes):
+                received += len(raw)
+                chunk = _inflate(decompressor, raw, limit - size) if decompressor else raw
                 if not checked:
                     head += chunk[: MAGIC_BYTES_NEEDED - len(head)]
                     if len(head) >= MAGIC_BYTES_NEEDED:
@@ -199,35 +271,68 @@ class AttachmentDownloader:
                 size += len(chunk)
                 if size > limit:
                     raise _TooLarge(f"more than {limit} bytes")
+                while size > reserved:
+                    await self.budget.reserve(step)
+                    reserved += step
                 digest.update(chunk)
-                out.write(chunk)
+                _write(out, chunk)
+            if decompressor is not None:
+                tail = decompressor.flush()
+                size += len(tail)
+                if size > limit:
+                    raise _TooLarge(f"more than {limit} bytes")
+                head += tail[: MAGIC_BYTES_NEEDED - len(head)]
+                digest.update(tail)
+                _write(out, tail)
             if not checked:
                 check_content(extension, content_type, head)
-            if response.content_length is not None and size != response.content_length:
+            if announced is not None and received != announced:
                 out.close()
-                return TaskFailure(FailureCategory.TRANSIENT, "truncated", f"{size} of {response.content_length} bytes")
+                self.budget.release(reserved)
+                return transient("truncated", f"{received} of {announced} bytes")
         except BaseException:
             out.close()
+            self.budget.release(reserved)
             raise
         out.seek(0)
         return DownloadedFile(
-            content=out,
+            content=out,  # type: ignore[arg-type]
             file_name=file_name,
             extension=extension,
             size=size,
             sha256=digest.hexdigest(),
-            content_type=content_type.split(";", 1)[0].strip() or "application/octet-stream",
+            content_type=content_type.split(";", 1)[0].strip()[:200] or "application/octet-stream",
             downloaded_at=datetime.now(timezone.utc),
+            budget=self.budget,
+            reserved=reserved,
         )
+
+
+def _inflate(decompressor: "zlib._Decompress", raw: bytes, room: int) -> bytes:
+    """Decompress ``raw``, never producing more than ``room`` + 1 bytes (a zip bomb stops here)."""
+    out = decompressor.decompress(raw, max(room, 0) + 1)
+    if decompressor.unconsumed_tail:
+        raise _TooLarge("decompressed body exceeds the size limit")
+    return out
+
+
+def _write(out: BinaryIO, chunk: bytes) -> None:
+    try:
+        out.write(chunk)
+    except OSError as exc:
+        raise TempStorageUnavailable(f"temporary directory cannot take downloads: {exc.strerror}") from exc
 
 
 def _response_file_name(response: aiohttp.ClientResponse) -> str:
     """For URLs without a file name (``/download?id=1``): Content-Disposition, else the
     final URL after redirects."""
-    disposition = response.content_disposition
+    try:
+        disposition = response.content_disposition
+    except ValueError:
+        disposition = None
     if disposition is not None and disposition.filename:
         return safe_file_name(disposition.filename)
-    return safe_file_name(response.url.path)
+    return safe_file_name(response.url.raw_path)
 
 
 async def _http_failure(response: aiohttp.ClientResponse) -> TaskFailure:
@@ -236,7 +341,7 @@ async def _http_failure(response: aiohttp.ClientResponse) -> TaskFailure:
     if response.status in (401, 403):
         snippet = (await response.content.read(2048)).decode("utf-8", "replace").lower()
         if "expired" in snippet:
-            return TaskFailure(FailureCategory.PERMANENT, "expired_link", f"HTTP {response.status}: link expired")
+            return permanent("expired_link", f"HTTP {response.status}: link expired")
     return http_failure(response.status, response.headers.get("Retry-After"))
 
 

@@ -128,28 +128,28 @@ def merge_entities(
     return attempt()
 
 
-def duplicate_keys(lake: DeltaLakeResource, table: EntityTable, run_id: str) -> tuple[int, list[dict[str, Any]]]:
-    """How many of the keys ``run_id`` wrote appear more than once, and a few of them."""
+def duplicate_keys(lake: DeltaLakeResource, table: EntityTable, written_rows: pl.Expr) -> tuple[int, list[dict[str, Any]]]:
+    """How many of the keys of the ``written_rows`` appear more than once, and a few of them."""
     scan = lake.scan(table.name)
     if scan is None:
         return 0, []
     keys = list(table.keys)
-    written = scan.filter(pl.col("dagster_run_id") == run_id).select(keys)
+    written = scan.filter(written_rows).select(keys)
     duplicated = scan.join(written, on=keys, how="semi").group_by(keys).len().filter(pl.col("len") > 1).collect()
     return duplicated.height, duplicated.head(5).select(keys).to_dicts()
 
 
 def dangling_references(
-    lake: DeltaLakeResource, child: EntityTable, parent: EntityTable, columns: Sequence[str], run_id: str
+    lake: DeltaLakeResource, child: EntityTable, parent: EntityTable, columns: Sequence[str], written_rows: pl.Expr
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Rows of ``child`` written by ``run_id`` whose ``columns`` name no row of ``parent``
-    (null references excluded)."""
+    """The ``written_rows`` of ``child`` whose ``columns`` name no row of ``parent`` (null
+    references excluded)."""
     children, parents = lake.scan(child.name), lake.scan(parent.name)
     if children is None:
         return 0, []
     keys = list(columns)
     referencing = children.filter(
-        (pl.col("dagster_run_id") == run_id) & pl.all_horizontal(pl.col(c).is_not_null() for c in keys)
+        written_rows & pl.all_horizontal(pl.col(c).is_not_null() for c in keys)
     ).select(keys)
     if parents is not None:
         referencing = referencing.join(parents.select(keys).unique(), on=keys, how="anti")

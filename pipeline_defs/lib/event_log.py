@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Optional, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence
 
 import polars as pl
 import pyarrow as pa
@@ -12,16 +12,20 @@ from confluent_kafka import Message
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 from pipeline_defs.lib.delta import scan_snapshot
-from pipeline_defs.lib.dlq import RejectedRecord, dead_letter
+from pipeline_defs.lib.dlq import DeadLetterTopic
+from pipeline_defs.lib.guard import RejectedRecord, guarded
 from pipeline_defs.lib.kafka import OutRecord, Topic
-from pipeline_defs.lib.kafka_to_delta import (
+from pipeline_defs.lib.sink import (
     LINEAGE_COLUMNS,
     PARTITION_COLUMN,
     BatchContext,
     IngestMode,
+    RecordSink,
     dedup_window,
-    with_lineage,
+    table_from_rows,
 )
+
+_LATEST_MS = 253_402_300_799_999  # the last millisecond of year 9999
 
 
 @dataclass(frozen=True)
@@ -38,53 +42,75 @@ class EventLogSpec:
         return pa.unify_schemas([self.columns, LINEAGE_COLUMNS])
 
 
+class Prepared(NamedTuple):
+    row: dict[str, Any]
+    follow_ups: list[OutRecord]
+
+
+# What a follow-up builder sees besides the row: where the event came from and its partition.
+SOURCE_FIELDS = ("kafka_topic", "kafka_partition", "kafka_offset", PARTITION_COLUMN)
+
+
 @dataclass
-class EventLogSink:
+class EventLogSink(RecordSink[Prepared]):
     """Appends each key once within ±``dedup_window_days`` of ingestion dates. Rejected
     messages go to ``dead_letters`` (streaming only: a backfill re-reads what was already
-    dead-lettered). ``follow_ups`` turns freshly written rows into records for ``follow_up``,
-    produced before the commit so no row is ever committed without its follow-ups."""
+    dead-lettered). ``follow_ups`` turns each row into records for ``follow_up`` (download or
+    enrichment tasks); they are built with the row, so an event whose tasks cannot be built is
+    dead-lettered rather than written, and produced before the commit, so no row is ever
+    committed without its follow-ups."""
 
     spec: EventLogSpec
-    dead_letters: Topic
+    dead_letters: DeadLetterTopic
     dedup_window_days: int = 1
     follow_up: Optional[Topic] = None
-    follow_ups: Optional[Callable[[pl.DataFrame], Iterable[OutRecord]]] = None
+    follow_ups: Optional[Callable[[dict[str, Any]], Iterable[OutRecord]]] = None
+    _pending: dict[tuple[int, int], list[OutRecord]] = field(default_factory=dict)
 
     counters = ("duplicates_skipped", "follow_ups_sent")
+    stage = "decode and validate"
 
     @property
-    def table(self) -> str:
+    def table(self) -> str:  # type: ignore[override]
         return self.spec.table
 
     @property
-    def schema(self) -> pa.Schema:
+    def schema(self) -> pa.Schema:  # type: ignore[override]
         return self.spec.schema
 
-    def rows_for(self, messages: Sequence[Message], context: BatchContext) -> pa.Table:
-        rows, accepted, rejected = [], [], []
-        for message in messages:
-            try:
-                rows.append(self.spec.to_row(message))
-                accepted.append(message)
-            except RejectedRecord as rejection:
-                context.report.rejected[rejection.category] += 1
-                rejected.append((message, rejection))
-        if rejected and context.mode is IngestMode.STREAM:
-            self.dead_letters.send(
-                dead_letter(m, r, consumer_group=context.group_id, run_id=context.run_id)
-                for m, r in rejected
-            )
-        columns = pa.Table.from_pylist(rows, schema=self.spec.columns)
-        return with_lineage(columns, accepted, context.ingestion_date, context.run_id, datetime.now(timezone.utc))
+    def dead_letter_topic(self) -> DeadLetterTopic:
+        return self.dead_letters
 
-    def write(
-        self, rows: pa.Table, table: DeltaTable, commit: CommitProperties, context: BatchContext
-    ) -> int:
+    def prepare(self, message: Message, context: BatchContext) -> Prepared:
+        row = self.spec.to_row(message)
+        if self.follow_ups is None:
+            return Prepared(row, [])
+        source = dict(zip(SOURCE_FIELDS, (message.topic(), message.partition(), message.offset(), context.ingestion_date)))
+        built = guarded("build follow-up tasks", lambda: list(self.follow_ups({**row, **source})))  # type: ignore[misc]
+        if isinstance(built, RejectedRecord):
+            raise built
+        return Prepared(row, built)
+
+    def finish(self, items: Sequence[tuple[Message, Prepared]], context: BatchContext) -> pa.Table:
+        columns, rejected = table_from_rows(
+            [item.row for _, item in items], [m for m, _ in items], self.spec.columns, "build the row"
+        )
+        self.reject(rejected, context)
+        bad = {id(m) for m, _ in rejected}
+        accepted = [(m, item) for m, item in items if id(m) not in bad]
+        self._pending = {(m.partition(), m.offset()): item.follow_ups for m, item in accepted}
+        return with_lineage(columns, [m for m, _ in accepted], context.ingestion_date, context.run_id, datetime.now(timezone.utc))
+
+    def write(self, rows: pa.Table, table: DeltaTable, commit: CommitProperties, context: BatchContext) -> int:
         fresh = self._unseen(rows, table, context)
         context.report.counts["duplicates_skipped"] += rows.num_rows - fresh.height
-        if self.follow_ups is not None and self.follow_up is not None and fresh.height:
-            context.report.counts["follow_ups_sent"] += self.follow_up.send(self.follow_ups(fresh))
+        if self.follow_up is not None and fresh.height:
+            records = [
+                record
+                for key in fresh.select("kafka_partition", "kafka_offset").iter_rows()
+                for record in self._pending.get(key, [])
+            ]
+            context.report.counts["follow_ups_sent"] += self.follow_up.send(records)
         write_deltalake(
             table,
             fresh.to_arrow().cast(self.schema),
@@ -96,18 +122,16 @@ class EventLogSink:
         return fresh.height
 
     def _unseen(self, rows: pa.Table, table: DeltaTable, context: BatchContext) -> pl.DataFrame:
-        """The first row of each key in the batch, minus keys already in the window."""
+        """The first row of each key in the batch, minus keys already in the window. A backfill
+        looks at every later day too: the stream files events by the day it read them, which
+        can be days after the day a backfill re-reads them by."""
         keys = list(self.spec.key_columns)
         frame = pl.from_arrow(rows).unique(subset=keys, keep="first", maintain_order=True)
         if frame.height == 0:
             return frame
         known = (
             scan_snapshot(table)
-            .filter(
-                pl.col(PARTITION_COLUMN).is_in(
-                    dedup_window(context.ingestion_date, self.dedup_window_days)
-                )
-            )
+            .filter(self._window(context.ingestion_date, context.mode))
             .select(keys)
             .join(frame.lazy().select(keys), on=keys, how="semi")
             .collect()
@@ -115,3 +139,30 @@ class EventLogSink:
         if known.height:
             frame = frame.join(known, on=keys, how="anti", maintain_order="left")
         return frame
+
+    def _window(self, day: date, mode: IngestMode) -> pl.Expr:
+        if mode is IngestMode.BACKFILL:
+            return pl.col(PARTITION_COLUMN) >= day - timedelta(days=self.dedup_window_days)
+        return pl.col(PARTITION_COLUMN).is_in(dedup_window(day, self.dedup_window_days))
+
+
+def with_lineage(
+    columns: pa.Table, messages: Sequence[Message], ingestion_date: date, run_id: str, now: datetime
+) -> pa.Table:
+    """``columns`` (one row per message) plus the lineage columns, built column-wise."""
+    count = len(messages)
+    stamps = [m.timestamp()[1] for m in messages]
+    lineage_arrays = {
+        "kafka_topic": pa.array([m.topic() for m in messages], pa.string()),
+        "kafka_partition": pa.array([m.partition() for m in messages], pa.int32()),
+        "kafka_offset": pa.array([m.offset() for m in messages], pa.int64()),
+        "kafka_timestamp": pa.array(
+            [ms * 1000 if ms and 0 < ms <= _LATEST_MS else None for ms in stamps], pa.timestamp("us", tz="UTC")
+        ),
+        "ingested_at": pa.array([now] * count, pa.timestamp("us", tz="UTC")),
+        PARTITION_COLUMN: pa.array([ingestion_date] * count, pa.date32()),
+        "dagster_run_id": pa.array([run_id] * count, pa.string()),
+    }
+    for name, array in lineage_arrays.items():
+        columns = columns.append_column(LINEAGE_COLUMNS.field(name), array)
+    return columns

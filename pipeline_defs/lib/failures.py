@@ -5,13 +5,16 @@ One vocabulary for every task type, so retry topics, DLQs and their views treat 
 
 from __future__ import annotations
 
-import email.utils
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Optional
 
+from pipeline_defs.lib.guard import RejectedRecord
+from pipeline_defs.lib.timestamps import ascii_int, parse_http_date
+
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+MAX_RETRY_AFTER_S = 7 * 24 * 3600  # a longer ask is taken as this: the last retry topic waits anyway
 
 
 class FailureCategory(str, Enum):
@@ -19,6 +22,7 @@ class FailureCategory(str, Enum):
     PERMANENT = "permanent"  # never works as is: 404/410, blocked URL, wrong type, expired
     AUTH = "auth"  # the remote side refused our access (401/403)
     CIRCUIT_OPEN = "circuit_open"  # not attempted: the remote side's breaker is open
+    UNPROCESSABLE = "unprocessable"  # the task broke the code that handles it
 
     @property
     def retryable(self) -> bool:
@@ -33,6 +37,11 @@ class TaskFailure:
     retry_after_s: Optional[float] = None
 
 
+def failure_of(rejection: RejectedRecord) -> TaskFailure:
+    """A task the guard rejected, as a failure the retry routing understands."""
+    return TaskFailure(FailureCategory.UNPROCESSABLE, rejection.category, rejection.reason)
+
+
 def http_failure(status: int, retry_after: Optional[str] = None) -> TaskFailure:
     """The category of a non-success HTTP status."""
     code = f"http_{status}"
@@ -45,17 +54,18 @@ def http_failure(status: int, retry_after: Optional[str] = None) -> TaskFailure:
     return TaskFailure(FailureCategory.PERMANENT, code, f"HTTP {status}")
 
 
-def retry_after_seconds(value: Optional[str]) -> Optional[float]:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date)."""
+def retry_after_seconds(value: Optional[str], now: Optional[datetime] = None) -> Optional[float]:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date, a missing zone taken as
+    UTC), at most a week; ``None`` when the header is absent or unusable."""
     if not value:
         return None
-    if value.strip().isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+    seconds = ascii_int(value)
+    if seconds is None:
+        when = parse_http_date(value)
+        if when is None:
+            return None
+        seconds = int((when - (now or datetime.now(timezone.utc))).total_seconds())
+    return float(min(max(seconds, 0), MAX_RETRY_AFTER_S))
 
 
 # The counter a run's metadata keeps for each category.
@@ -64,4 +74,5 @@ FAILURE_COUNTERS = {
     FailureCategory.PERMANENT: "failed_permanent",
     FailureCategory.AUTH: "failed_auth",
     FailureCategory.CIRCUIT_OPEN: "circuit_open",
+    FailureCategory.UNPROCESSABLE: "failed_unprocessable",
 }

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import shutil
 from abc import ABC, abstractmethod
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 
+from pipeline_defs.lib.guard import InfrastructureError
 from pipeline_defs.lib.settings import StorageSettings
 
 ONELAKE_DFS_HOST = "onelake.dfs.fabric.microsoft.com"
@@ -22,7 +24,7 @@ ONELAKE_BLOB_URL = "https://onelake.blob.fabric.microsoft.com"
 INLINE_WRITE_BYTES = 1024 * 1024
 
 
-class StorageUnavailable(Exception):
+class StorageUnavailable(InfrastructureError):
     """Uploading failed for a reason no single attachment is to blame for; the run fails and
     Dagster's retry policy runs it again."""
 
@@ -59,6 +61,10 @@ class FileStore(ABC):
     @abstractmethod
     async def size_of(self, blob_path: str) -> Optional[int]:
         """The stored size, or ``None`` if nothing is there."""
+
+    @abstractmethod
+    async def read(self, blob_path: str) -> bytes:
+        """The whole blob (small ones only: claim checks)."""
 
     @abstractmethod
     def uri(self, blob_path: str) -> str: ...
@@ -98,6 +104,12 @@ class LocalFileStore(FileStore):
         target = self._target(blob_path)
         return target.stat().st_size if target.exists() else None
 
+    async def read(self, blob_path: str) -> bytes:
+        try:
+            return self._target(blob_path).read_bytes()
+        except OSError as exc:
+            raise StorageUnavailable(f"local files root not readable: {exc}") from exc
+
     def uri(self, blob_path: str) -> str:
         return self._target(blob_path).as_uri()
 
@@ -136,6 +148,13 @@ class BlobFileStore(FileStore):
             return None
         return properties.size
 
+    async def read(self, blob_path: str) -> bytes:
+        try:
+            downloader = await self._container.download_blob(self._name(blob_path))  # type: ignore[attr-defined]
+            return await downloader.readall()
+        except Exception as exc:  # missing or unreachable: either way not this record's fault
+            raise StorageUnavailable(f"read from {self.location.account_url} failed: {type(exc).__name__}") from exc
+
     def uri(self, blob_path: str) -> str:
         return f"{self.location.account_url}/{self.location.container}/{self._name(blob_path)}"
 
@@ -146,6 +165,23 @@ class FileStoreResource(dg.ConfigurableResource):
 
     storage: StorageSettings
     azure_account_key: Optional[str] = None
+
+    def put_bytes(self, blob_path: str, data: bytes) -> None:
+        """Store ``data`` (a claim check) from synchronous code."""
+
+        async def put() -> None:
+            async with self.open() as store:
+                await store.upload(io.BytesIO(data), len(data), blob_path, "application/json")
+
+        asyncio.run(put())
+
+    def get_bytes(self, blob_path: str) -> bytes:
+
+        async def get() -> bytes:
+            async with self.open() as store:
+                return await store.read(blob_path)
+
+        return asyncio.run(get())
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[FileStore]:

@@ -22,20 +22,25 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
 from pydantic import PrivateAttr
 
+from pipeline_defs.lib.guard import InfrastructureError
 from pipeline_defs.lib.offset_ranges import OffsetRange, PartitionState
 from pipeline_defs.lib.settings import KafkaConnection
 
 _LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+# What librdkafka and a Kafka topic accept unless told otherwise (Event Hubs: 1 MB, fixed).
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+# The producer's own ceiling sits above any topic's, so the topic's limit is the one that counts.
+PRODUCER_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
-class KafkaUnavailableError(Exception):
+class KafkaUnavailableError(InfrastructureError):
     """The broker did not answer in time; transient, the caller may retry."""
 
 
-class KafkaDeliveryError(Exception):
+class KafkaDeliveryError(InfrastructureError):
     """Produced records were not acknowledged by the broker."""
 
 
@@ -60,6 +65,7 @@ class KafkaResource(dg.ConfigurableResource):
     sasl_password: Optional[str] = None
 
     _credential: Any = PrivateAttr(default=None)
+    _max_bytes: dict[str, int] = PrivateAttr(default_factory=dict)
 
     # ---- client construction ------------------------------------------------------------
     def client_config(self) -> dict[str, Any]:
@@ -116,6 +122,7 @@ class KafkaResource(dg.ConfigurableResource):
             "acks": "all",
             "linger.ms": 5,
             "compression.type": "lz4",
+            "message.max.bytes": PRODUCER_MAX_MESSAGE_BYTES,
             "message.timeout.ms": int(max(self.connection.request_timeout_s * 3, 30) * 1000),
             **overrides,
         }
@@ -164,14 +171,32 @@ class KafkaResource(dg.ConfigurableResource):
             consumer.close()
         return {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
 
-    def commit_offsets(self, group_id: str, offsets: Mapping[tuple[str, int], int]) -> None:
+    def committed_with_metadata(
+        self, group_id: str, topic: str, partitions: Iterable[int], timeout_s: float
+    ) -> dict[int, tuple[int, str]]:
+        """Committed ``(offset, metadata)`` of ``group_id``; partitions without a commit are left out."""
+        consumer = self.consumer(group_id)
+        try:
+            committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout_s)
+        except KafkaException as exc:
+            raise KafkaUnavailableError(f"committed offsets of {group_id}: {exc}") from exc
+        finally:
+            consumer.close()
+        return {tp.partition: (tp.offset, tp.metadata or "") for tp in committed if tp.offset >= 0}
+
+    def commit_offsets(
+        self, group_id: str, offsets: Mapping[tuple[str, int], int], metadata: Optional[str] = None
+    ) -> None:
         """Commit ``(topic, partition) -> next offset`` for a group that never subscribes."""
         if not offsets:
             return
         consumer = self.consumer(group_id)
         try:
             consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                offsets=[
+                    TopicPartition(t, p, o) if metadata is None else TopicPartition(t, p, o, metadata=metadata)
+                    for (t, p), o in offsets.items()
+                ],
                 asynchronous=False,
             )
         except KafkaException as exc:
@@ -179,8 +204,37 @@ class KafkaResource(dg.ConfigurableResource):
         finally:
             consumer.close()
 
-    def create_topics(self, names: Iterable[str], partitions: int, timeout_s: float = 30) -> None:
-        new = [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
+    def max_message_bytes(self, topic: str) -> int:
+        """The largest record ``topic`` accepts (its ``max.message.bytes``), asked once per
+        resource; the connection's setting when given, 1,000,000 if the broker will not say."""
+        if self.connection.max_message_bytes is not None:
+            return self.connection.max_message_bytes
+        if topic not in self._max_bytes:
+            self._max_bytes[topic] = self._topic_max_bytes(topic) or DEFAULT_MAX_MESSAGE_BYTES
+        return self._max_bytes[topic]
+
+    def _topic_max_bytes(self, topic: str) -> Optional[int]:
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        try:
+            future = self.admin().describe_configs([resource], request_timeout=self.connection.request_timeout_s)[resource]
+            entry = future.result(timeout=self.connection.request_timeout_s).get("max.message.bytes")
+            return int(entry.value) if entry is not None and entry.value else None
+        except Exception:  # noqa: BLE001 - not every cluster answers DescribeConfigs (Event Hubs)
+            return None
+
+    def create_topics(
+        self,
+        names: Iterable[str],
+        partitions: int,
+        configs: Optional[Mapping[str, Mapping[str, str]]] = None,
+        timeout_s: float = 30,
+    ) -> None:
+        """Create what is missing; ``configs`` holds topic settings by topic name."""
+        configs = configs or {}
+        new = [
+            NewTopic(n, num_partitions=partitions, replication_factor=1, config=dict(configs.get(n, {})))
+            for n in names
+        ]
         admin = self.admin()
         for future in admin.create_topics(new, request_timeout=timeout_s).values():
             try:

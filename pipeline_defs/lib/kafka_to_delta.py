@@ -7,18 +7,13 @@ twice; a range planned after a lost run fills the gap. Every commit also carries
 ``writer:<table>`` txn, so delta-rs rejects a concurrent writer (``CommitFailedError``); the
 loser reloads the snapshot, drops what the winner committed and tries again.
 
-What a batch becomes is the sink's business (``DeltaSink``): it turns messages into rows once,
+What a batch becomes is the sink's business (``RecordSink``): it turns messages into rows once,
 doing its side effects there (dead letters, downloads, retries), before the commit that passes
 those offsets. Consumer-group offsets are committed last, so lag tools never lead the data.
 """
 
 from __future__ import annotations
 
-import logging
-from collections import Counter
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
-from enum import Enum
 from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
 import polars as pl
@@ -28,118 +23,22 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 from pipeline_defs.lib.delta import DeltaLakeResource, retry_on_commit_conflict
+from pipeline_defs.lib.guard import RejectedRecord, guarded
 from pipeline_defs.lib.kafka import KafkaResource, ReadStats
 from pipeline_defs.lib.offset_ranges import OffsetRange
+from pipeline_defs.lib.sink import PARTITION_COLUMN, BatchContext, IngestMode, IngestReport, RecordSink, TopicPartitionKey
 
-PARTITION_COLUMN = "ingestion_date"
-TopicPartitionKey = tuple[str, int]
-
-LINEAGE_COLUMNS = pa.schema(
-    [
-        pa.field("kafka_topic", pa.string(), nullable=False),
-        pa.field("kafka_partition", pa.int32(), nullable=False),
-        pa.field("kafka_offset", pa.int64(), nullable=False),
-        pa.field("kafka_timestamp", pa.timestamp("us", tz="UTC")),
-        pa.field("ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field(PARTITION_COLUMN, pa.date32(), nullable=False),
-        pa.field("dagster_run_id", pa.string(), nullable=False),
-    ]
-)
-
-
-class IngestMode(Enum):
-    STREAM = "stream"  # sensor-planned ranges: watermark-guarded
-    BACKFILL = "backfill"  # re-read to repair gaps: key-deduplicated, watermarks untouched
-
-
-@dataclass
-class IngestReport:
-    planned: list[OffsetRange] = field(default_factory=list)
-    read: list[OffsetRange] = field(default_factory=list)
-    messages_read: int = 0
-    rows_written: int = 0
-    already_committed: int = 0
-    lost_to_retention: int = 0
-    commit_conflicts: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    counts: Counter = field(default_factory=Counter)  # sink-specific tallies
-    delta_version: Optional[int] = None
-    watermarks: dict[TopicPartitionKey, int] = field(default_factory=dict)
-
-    @property
-    def dead_lettered(self) -> int:
-        return sum(self.rejected.values())
-
-
-@dataclass
-class BatchContext:
-    group_id: str
-    run_id: str
-    ingestion_date: date
-    mode: IngestMode
-    report: IngestReport
-    log: Any = field(default_factory=lambda: logging.getLogger(__name__))
-    table: Optional[DeltaTable] = None  # the sink's table, kept at the batch's snapshot
-
-
-class DeltaSink(Protocol):
-    """What a batch of messages becomes in one Delta table."""
+class TaskSink(Protocol):
+    """A sink whose messages carry tasks; a backfill hands it tasks derived from a table."""
 
     table: str
     schema: pa.Schema
-    counters: tuple[str, ...]  # sink-specific tallies, reported even when zero
-
-    def rows_for(self, messages: Sequence[Message], context: BatchContext) -> pa.Table:
-        """Rows for ``messages``, with lineage columns; side effects happen here, once."""
-
-    def write(
-        self, rows: pa.Table, table: DeltaTable, commit: CommitProperties, context: BatchContext
-    ) -> int:
-        """One commit attempt against ``table``'s snapshot; returns the rows committed."""
-
-
-class TaskSink(DeltaSink, Protocol):
-    """A sink whose messages carry tasks; a backfill hands it tasks derived from a table."""
+    counters: tuple[str, ...]
 
     def process(self, tasks: Sequence[tuple[Any, None]], context: BatchContext) -> pa.Table:
         """Do the tasks (side effects included) and return the rows to commit."""
 
-
-def lineage(message: Message, ingestion_date: date, run_id: str, now: datetime) -> dict[str, Any]:
-    _, timestamp_ms = message.timestamp()
-    return {
-        "kafka_topic": message.topic(),
-        "kafka_partition": message.partition(),
-        "kafka_offset": message.offset(),
-        "kafka_timestamp": datetime.fromtimestamp(timestamp_ms / 1000, timezone.utc)
-        if timestamp_ms and timestamp_ms > 0
-        else None,
-        "ingested_at": now,
-        PARTITION_COLUMN: ingestion_date,
-        "dagster_run_id": run_id,
-    }
-
-
-def with_lineage(
-    columns: pa.Table, messages: Sequence[Message], ingestion_date: date, run_id: str, now: datetime
-) -> pa.Table:
-    """``columns`` (one row per message) plus the lineage columns, built column-wise."""
-    count = len(messages)
-    stamps = [m.timestamp()[1] for m in messages]
-    lineage_arrays = {
-        "kafka_topic": pa.array([m.topic() for m in messages], pa.string()),
-        "kafka_partition": pa.array([m.partition() for m in messages], pa.int32()),
-        "kafka_offset": pa.array([m.offset() for m in messages], pa.int64()),
-        "kafka_timestamp": pa.array(
-            [ms * 1000 if ms and ms > 0 else None for ms in stamps], pa.timestamp("us", tz="UTC")
-        ),
-        "ingested_at": pa.array([now] * count, pa.timestamp("us", tz="UTC")),
-        PARTITION_COLUMN: pa.array([ingestion_date] * count, pa.date32()),
-        "dagster_run_id": pa.array([run_id] * count, pa.string()),
-    }
-    for name, array in lineage_arrays.items():
-        columns = columns.append_column(LINEAGE_COLUMNS.field(name), array)
-    return columns
+    def write(self, rows: pa.Table, table: DeltaTable, commit: CommitProperties, context: BatchContext) -> int: ...
 
 
 def watermark_app_id(group_id: str, topic: str, partition: int) -> str:
@@ -150,14 +49,10 @@ def writer_app_id(table: str) -> str:
     return f"writer:{table}"
 
 
-def dedup_window(day: date, days: int) -> list[date]:
-    return [day + timedelta(days=offset) for offset in range(-days, days + 1)]
-
-
 def consume_ranges(
     planned: Sequence[OffsetRange],
     *,
-    sink: DeltaSink,
+    sink: RecordSink,
     source: KafkaResource,
     lake: DeltaLakeResource,
     context: BatchContext,
@@ -223,7 +118,7 @@ def merge_by_day(
 
 
 def commit_batch(
-    sink: DeltaSink,
+    sink: RecordSink,
     table: DeltaTable,
     rows: pa.Table,
     positions: Mapping[TopicPartitionKey, int],
@@ -283,6 +178,12 @@ def _unread(
     report: IngestReport,
 ) -> list[OffsetRange]:
     marks = _watermarks(table, planned, source, group_id)
+    behind = {r.topic for r in planned if marks[(r.topic, r.partition)] > r.end}
+    for topic in behind:  # a watermark past the log end: the topic was recreated or truncated
+        states = source.partition_states(topic, source.connection.request_timeout_s)
+        report.offsets_above_log_end.update(
+            {(topic, p): mark for (t, p), mark in marks.items() if t == topic and p in states and mark > states[p].high}
+        )
     report.already_committed = sum(
         min(r.end, marks[(r.topic, r.partition)]) - r.start
         for r in planned
@@ -296,7 +197,7 @@ def _unread(
 
 
 def _watermarks(
-    table: DeltaTable,
+    table: Optional[DeltaTable],
     planned: Sequence[OffsetRange],
     source: KafkaResource,
     group_id: str,
@@ -307,7 +208,7 @@ def _watermarks(
     found: dict[TopicPartitionKey, int] = {}
     unseen: dict[str, list[int]] = {}
     for r in planned:
-        version = table.transaction_version(watermark_app_id(group_id, r.topic, r.partition))
+        version = None if table is None else table.transaction_version(watermark_app_id(group_id, r.topic, r.partition))
         if version is None:
             unseen.setdefault(r.topic, []).append(r.partition)
         else:
@@ -320,6 +221,15 @@ def _watermarks(
             committed = {p: committed.get(p, states[p].low) for p in partitions}
         found.update({(topic, p): committed[p] for p in partitions})
     return found
+
+
+def stream_positions(
+    table: Optional[DeltaTable], topic: str, partitions: Sequence[int], source: KafkaResource, group_id: str
+) -> dict[int, int]:
+    """Per partition, where the stream will read next: offsets below were ingested (or
+    dead-lettered) by sensor runs, offsets from here on will be."""
+    marks = _watermarks(table, [OffsetRange(topic, p, 0, 0) for p in partitions], source, group_id)
+    return {p: marks[(topic, p)] for p in partitions}
 
 
 def _not_yet_committed(
@@ -353,11 +263,12 @@ def repair_day(
     *,
     events_table: str,
     event_columns: Sequence[str],
-    tasks_from_events: Callable[[pl.DataFrame], Sequence[Any]],
+    tasks_of_event: Callable[[dict[str, Any]], Sequence[Any]],
     batch_size: int,
 ) -> IngestReport:
     """A backfill: the tasks of the day's rows of ``events_table``; the sink skips what is
-    already done, failures retry or dead-letter as usual. Watermarks stay put."""
+    already done, failures retry or dead-letter as usual. Watermarks stay put. A row whose
+    tasks cannot be built is counted (``unprocessable_rows``) and logged; the rest go on."""
     report = context.report
     report.counts.update({name: 0 for name in sink.counters})
     table = context.table = lake.ensure(sink.table, sink.schema, [PARTITION_COLUMN])
@@ -365,7 +276,14 @@ def repair_day(
     if events is not None:
         day_events = events.filter(pl.col(PARTITION_COLUMN) == context.ingestion_date).select(event_columns).collect()
         for chunk in day_events.iter_slices(batch_size):
-            tasks = tasks_from_events(chunk)
+            tasks = []
+            for index in range(chunk.height):
+                built = guarded("build the event's tasks", lambda: tasks_of_event(chunk.row(index, named=True)))
+                if isinstance(built, RejectedRecord):
+                    report.counts["unprocessable_rows"] += 1
+                    context.log.warning(f"{events_table} row {index} of the day: {built.reason}")
+                else:
+                    tasks += built
             report.messages_read += len(tasks)
             rows = sink.process([(task, None) for task in tasks], context)
             report.rows_written += commit_batch(sink, table, rows, {}, context)

@@ -64,11 +64,18 @@ def run_key(topic: str, ranges: Iterable[OffsetRange]) -> str:
 
 
 def decode_cursor(cursor: str | None) -> dict[str, dict[int, int]]:
-    """Per topic, the next offset not yet planned of each partition."""
+    """Per topic, the next offset not yet planned of each partition; ``ValueError`` if the
+    cursor is not one this module wrote."""
     if not cursor:
         return {}
-    topics = json.loads(cursor).get("topics", {})
-    return {t: {int(p): int(o) for p, o in offsets.items()} for t, offsets in topics.items()}
+    try:
+        topics = json.loads(cursor)["topics"]
+        decoded = {str(t): {int(p): int(o) for p, o in offsets.items()} for t, offsets in topics.items()}
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise ValueError(f"malformed sensor cursor: {type(exc).__name__}") from None
+    if any(p < 0 or o < 0 for offsets in decoded.values() for p, o in offsets.items()):
+        raise ValueError("malformed sensor cursor: negative partition or offset")
+    return decoded
 
 
 def encode_cursor(next_offsets: Mapping[str, Mapping[int, int]]) -> str:

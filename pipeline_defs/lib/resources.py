@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import dagster as dg
 
+from pipeline_defs.lib.alerts import AlertWebhookResource
 from pipeline_defs.lib.claimx.api import ClaimXApiResource
 from pipeline_defs.lib.delta import DeltaLakeResource
 from pipeline_defs.lib.downloader import AttachmentHttpResource
@@ -34,4 +35,5 @@ def build_resources(settings: PipelineSettings) -> dict[str, Any]:
         "claimx_api": ClaimXApiResource(settings=settings.claimx_api, token=_secret(settings.claimx_api.token_env)),
         "claimx_media_http": AttachmentHttpResource(settings=settings.claimx_media),
         "pipeline": PipelineConfigResource(topics=settings.topics, ingest=settings.ingest, dlq=settings.dlq),
+        "alert_webhook": AlertWebhookResource(url=_secret(settings.alerts.webhook_url_env), dagster_url=settings.alerts.dagster_url),
     }

@@ -4,17 +4,18 @@ Used by every task-consuming sink, so downloads and enrichments retry the same w
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, NamedTuple, Optional, Sequence
 
-from confluent_kafka import Message
-
-from pipeline_defs.lib.dlq import RejectedRecord, SourceRecord, dead_letter
+from pipeline_defs.lib.dlq import DeadLetterTopic, SourceRecord, dead_letter_record
 from pipeline_defs.lib.failures import TaskFailure
-from pipeline_defs.lib.kafka import KafkaResource, OutRecord, Topic
-from pipeline_defs.lib.kafka_to_delta import PARTITION_COLUMN, BatchContext
-from pipeline_defs.lib.schemas.tasks import RetryableTask, parse_task, route_failure
+from pipeline_defs.lib.guard import RejectedRecord, guarded
+from pipeline_defs.lib.kafka import KafkaResource, OutRecord
+from pipeline_defs.lib.schemas.tasks import RetryableTask, route_failure
+from pipeline_defs.lib.sink import PARTITION_COLUMN, BatchContext
+from pipeline_defs.lib.timestamps import from_epoch_ms
 
 Carried = tuple[RetryableTask, Optional[SourceRecord]]  # a task and the record that carried it
 
@@ -45,17 +46,32 @@ class Retries:
 
     kafka: KafkaResource
     retry_topics: Sequence[tuple[str, int]]
-    dead_letter_topic: str
+    dead_letters: DeadLetterTopic
 
     @property
-    def dead_letters(self) -> Topic:
-        return Topic(self.kafka, self.dead_letter_topic)
+    def dead_letter_topic(self) -> str:
+        return self.dead_letters.name
 
     def route(self, failed: Sequence[Failed], context: BatchContext) -> Routed:
         by_topic: dict[str, list[OutRecord]] = {}
         destinations = []
         for item in failed:
-            topic, record = route_failure(
+            topic, record = self._routed(item, context)
+            by_topic.setdefault(topic, []).append(record)
+            destinations.append(topic)
+        for topic, records in by_topic.items():
+            if topic == self.dead_letter_topic:
+                self.dead_letters.send(records)
+            else:
+                self.kafka.produce(topic, records)
+        return Routed(destinations, self.dead_letter_topic)
+
+    def _routed(self, item: Failed, context: BatchContext) -> tuple[str, OutRecord]:
+        """The next topic and record of a failed task; if building them breaks, a dead letter
+        naming the task by its key, with both reasons."""
+        routed = guarded(
+            "route the failed task",
+            lambda: route_failure(
                 item.task,
                 item.failure,
                 retry_topics=self.retry_topics,
@@ -63,29 +79,20 @@ class Retries:
                 carrier=item.carrier,
                 consumer_group=context.group_id,
                 run_id=context.run_id,
-            )
-            by_topic.setdefault(topic, []).append(record)
-            destinations.append(topic)
-        for topic, records in by_topic.items():
-            self.kafka.produce(topic, records)
-        return Routed(destinations, self.dead_letter_topic)
-
-
-def parse_tasks(
-    task_type: type[RetryableTask], messages: Sequence[Message], dead_letters: Topic, context: BatchContext
-) -> list[Carried]:
-    """The tasks the messages carry; messages that are not a valid task go to the DLQ."""
-    tasks: list[Carried] = []
-    rejected = []
-    for message in messages:
-        try:
-            tasks.append((parse_task(task_type, message), SourceRecord.of(message)))
-        except RejectedRecord as rejection:
-            context.report.rejected[rejection.category] += 1
-            rejected.append(dead_letter(message, rejection, consumer_group=context.group_id, run_id=context.run_id))
-    if rejected:
-        dead_letters.send(rejected)
-    return tasks
+            ),
+        )
+        if not isinstance(routed, RejectedRecord):
+            return routed
+        source = item.carrier or SourceRecord(item.task.source.topic, item.task.source.partition, item.task.source.offset)
+        return self.dead_letter_topic, dead_letter_record(
+            value=json.dumps({"task_key": list(item.task.key)}).encode(),
+            key=None,
+            source=source,
+            category=routed.category,
+            reason=f"{item.failure.code}: {item.failure.detail}; {routed.reason}",
+            consumer_group=context.group_id,
+            run_id=context.run_id,
+        )
 
 
 def task_lineage(task: RetryableTask, carrier: Optional[SourceRecord], run_id: str, now: datetime) -> dict[str, Any]:
@@ -96,9 +103,7 @@ def task_lineage(task: RetryableTask, carrier: Optional[SourceRecord], run_id: s
         "kafka_topic": source.topic,
         "kafka_partition": source.partition,
         "kafka_offset": source.offset,
-        "kafka_timestamp": datetime.fromtimestamp(source.timestamp_ms / 1000, timezone.utc)
-        if source.timestamp_ms > 0
-        else None,
+        "kafka_timestamp": from_epoch_ms(source.timestamp_ms),
         "ingested_at": now,
         PARTITION_COLUMN: task.source.ingestion_date,
         "dagster_run_id": run_id,

@@ -34,6 +34,8 @@ class KafkaConnection(dg.Config):
     sasl_password_env: Optional[str] = None  # env var holding the password/connection string
     oauth_scope: Optional[str] = None  # e.g. https://<namespace>.servicebus.windows.net/.default
     request_timeout_s: float = 10.0
+    # The largest record the cluster's topics accept; None: ask each topic (DescribeConfigs).
+    max_message_bytes: Optional[int] = None
 
 
 class TopicNames(dg.Config):
@@ -50,6 +52,9 @@ class TopicNames(dg.Config):
     claimx_downloads_pending: str = "claimx.downloads.pending"
     claimx_downloads_dlq: str = "claimx.downloads.dlq"
     partitions: int = 6  # used only when this project creates the topics (local stack)
+    # DLQ topics this project creates accept records this large, and at least 64 KiB more than
+    # the topic they take dead letters from (the error headers); larger ones go by claim check.
+    dlq_max_message_bytes: int = 8 * 1024 * 1024
 
 
 class StorageSettings(dg.Config):
@@ -70,6 +75,7 @@ class DownloadSettings(dg.Config):
     concurrency: int = 50
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
+    download_deadline_s: float = 900.0  # a whole file, however slowly the host drips it
     chunk_bytes: int = 1024 * 1024
     spool_bytes: int = 1024 * 1024  # bodies up to this stay in memory; larger ones go to disk
     max_file_bytes: int = 5 * 1024**3
@@ -83,6 +89,7 @@ class DownloadSettings(dg.Config):
     circuit_failure_threshold: int = 5
     circuit_reset_s: float = 60.0
     temp_dir: Optional[str] = None
+    temp_disk_bytes: int = 8 * 1024**3  # temporary files of one run's downloads, at most
 
 
 class ClaimXApiSettings(dg.Config):
@@ -110,6 +117,14 @@ class IngestSettings(dg.Config):
     # so under load runs grow (up to max_events_per_run) instead of queueing.
     max_runs_in_flight: int = 2
     tick_budget_s: float = 20.0
+    # A stalled range: after this many failed runs in a row a sensor pauses, planning one probe
+    # run per interval until a run succeeds again (0: never pause).
+    stall_after_failed_runs: int = 3
+    stall_probe_interval_s: float = 300.0
+    # Stream health: a consumer with lag and no successful run for this long is stalled; a lag
+    # this much above the one its last run saw is growing.
+    stale_after_min: float = 15.0
+    lag_growth_warn: int = 10_000
     start_from: str = "earliest"  # earliest | latest, for partitions with no committed offset
     dedup_window_days: int = 1
     # Transient download failures wait this long in retry topics, one topic per delay;
@@ -128,6 +143,13 @@ class DlqSettings(dg.Config):
     oldest_error_hours: float = 72.0
 
 
+class AlertSettings(dg.Config):
+    """Where failed runs and failed checks are announced."""
+
+    webhook_url_env: Optional[str] = None  # env var holding a Teams (Workflows) webhook URL
+    dagster_url: str = "http://127.0.0.1:3000"  # the UI's address, for links in alerts
+
+
 class PipelineSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PIPELINE_", env_nested_delimiter="__", extra="ignore"
@@ -143,6 +165,7 @@ class PipelineSettings(BaseSettings):
     # ClaimX media come from presigned links on the media hosts; their own allowlist.
     claimx_media: DownloadSettings = DownloadSettings(allowed_extensions=["jpg", "jpeg", "png", "heic", "mp4", "mov", "pdf"])
     dlq: DlqSettings = DlqSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -175,6 +198,17 @@ class PipelineConfigResource(dg.ConfigurableResource):
     def all_topics(self) -> list[str]:
         named = [v for v in self.topics.model_dump().values() if isinstance(v, str)]
         return named + [t for base in self.retried_topics() for t, _ in self.retry_topics(base)]
+
+    def dead_letter_sources(self) -> dict[str, str]:
+        """Each DLQ topic and the topic whose records it takes."""
+        t = self.topics
+        return {
+            t.xact_events_dlq: t.xact_events,
+            t.xact_downloads_dlq: t.xact_downloads_pending,
+            t.claimx_events_dlq: t.claimx_events,
+            t.claimx_enrichment_dlq: t.claimx_enrichment_pending,
+            t.claimx_downloads_dlq: t.claimx_downloads_pending,
+        }
 
     def retried_topics(self) -> list[str]:
         """Task topics whose failures wait in retry topics."""

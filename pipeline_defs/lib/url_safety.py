@@ -1,23 +1,33 @@
 """Is a URL safe to fetch? Checked before any byte is fetched, and again for every redirect
 and every connection (the resolver refuses non-public addresses, so DNS rebinding and hosts
-that resolve to private ranges are caught where the socket is opened)."""
+that resolve to private ranges are caught where the socket is opened).
+
+The host is normalised once, by the same parser (yarl, UTS-46) that makes the request, and the
+request goes to the URL this check returns: what is checked is what is fetched.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 import socket
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Mapping, Optional
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-MAX_URL_LENGTH = 4096
-_FORBIDDEN_URL_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
+from pipeline_defs.lib.timestamps import LATEST, ascii_int, clamp_after, from_epoch_s, parse_iso
+
+# Real presigned links (SigV4 with a session token, Azure SAS with many fields) run to 2,000
+# characters and more; 8 KiB is what most servers accept in a request line.
+MAX_URL_LENGTH = 8192
+_FORBIDDEN_URL_CHARS = re.compile(r"[\x00-\x20\x7f\\\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
 class BlockedUrl(Exception):
@@ -39,50 +49,54 @@ class UrlPolicy:
 
 @dataclass(frozen=True)
 class CheckedUrl:
-    url: str
-    scheme: str
+    url: yarl.URL  # what the request goes to, host normalised
     host: str  # IDNA (ASCII), lower case, no trailing dot
     port: int
-    path: str
+    path: str  # percent-encoded, as sent
 
 
 def check_url(url: str, policy: UrlPolicy) -> CheckedUrl:
     if len(url) > MAX_URL_LENGTH:
-        raise BlockedUrl("URL too long")
+        raise BlockedUrl(f"URL longer than {MAX_URL_LENGTH} characters")
     if _FORBIDDEN_URL_CHARS.search(url):
-        raise BlockedUrl("URL contains whitespace, control characters or backslashes")
+        raise BlockedUrl("URL contains whitespace, control or bidi characters, or backslashes")
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise BlockedUrl(f"unparseable URL: {exc}") from None
+        parsed = yarl.URL(url)
+        port = parsed.port
+        host = parsed.raw_host or ""
+    except (ValueError, TypeError, UnicodeError):
+        raise BlockedUrl("unparseable URL") from None
+    return _checked(parsed, host, port, policy)
+
+
+def follow_redirect(current: CheckedUrl, location: str, policy: UrlPolicy) -> CheckedUrl:
+    """Where a redirect leads, checked like the first URL (relative locations resolved)."""
+    if len(location) > MAX_URL_LENGTH or _FORBIDDEN_URL_CHARS.search(location):
+        raise BlockedUrl("redirect location too long or with forbidden characters")
+    try:
+        target = current.url.join(yarl.URL(location))
+    except (ValueError, TypeError, UnicodeError):
+        raise BlockedUrl("unparseable redirect location") from None
+    return check_url(str(target), policy)
+
+
+def _checked(parsed: yarl.URL, host: str, port: Optional[int], policy: UrlPolicy) -> CheckedUrl:
     schemes = ("https", "http") if policy.allow_http else ("https",)
-    if parts.scheme not in schemes:
-        raise BlockedUrl(f"scheme {parts.scheme!r} not allowed")
-    if "@" in parts.netloc or parts.username or parts.password:
+    if parsed.scheme not in schemes:
+        raise BlockedUrl(f"scheme {parsed.scheme!r} not allowed")
+    if parsed.raw_user is not None or parsed.raw_password is not None or "@" in (parsed.raw_authority or ""):
         raise BlockedUrl("credentials in URL")
-    if _is_ip_literal((parts.hostname or "").rstrip(".")):
+    host = host.rstrip(".").lower()
+    if _is_ip_literal(host):
         raise BlockedUrl("IP address literal instead of a host name")
-    host = _ascii_host(parts.hostname or "")
+    if not host or not re.fullmatch(r"[a-z0-9_.-]+", host) or ".." in host:
+        raise BlockedUrl("host missing, percent-encoded or not a DNS name")
     if not any(host == allowed or host.endswith("." + allowed) for allowed in policy.allowed_hosts):
         raise BlockedUrl(f"host {host!r} not in the allowlist")
-    port = port or (443 if parts.scheme == "https" else 80)
+    port = port or (443 if parsed.scheme == "https" else 80)
     if policy.allowed_ports and port not in policy.allowed_ports:
         raise BlockedUrl(f"port {port} not allowed")
-    return CheckedUrl(url=url, scheme=parts.scheme, host=host, port=port, path=parts.path)
-
-
-def _ascii_host(host: str) -> str:
-    if not host or "%" in host:
-        raise BlockedUrl("missing or percent-encoded host")
-    host = unicodedata.normalize("NFKC", host).rstrip(".").lower()
-    try:
-        ascii_host = host.encode("idna").decode("ascii")
-    except UnicodeError:
-        raise BlockedUrl("host is not a valid internationalised domain name") from None
-    if not re.fullmatch(r"[a-z0-9.-]+", ascii_host) or ".." in ascii_host:
-        raise BlockedUrl("host has characters a DNS name cannot have")
-    return ascii_host
+    return CheckedUrl(url=parsed.with_host(host), host=host, port=port, path=parsed.raw_path)
 
 
 def _is_ip_literal(host: str) -> bool:
@@ -95,8 +109,16 @@ def _is_ip_literal(host: str) -> bool:
     try:
         socket.inet_aton(host)
         return True
-    except OSError:
+    except (OSError, ValueError):
         return False
+
+
+def normalised_host(host: str) -> str:
+    """A configured host name as the checks compare it (the allowlist may be written in Unicode)."""
+    try:
+        return (yarl.URL.build(scheme="http", host=host.strip().rstrip(".")).raw_host or "").lower()
+    except (ValueError, TypeError, UnicodeError):
+        raise ValueError(f"not a host name: {host!r}") from None
 
 
 def is_public_address(address: str) -> bool:
@@ -142,17 +164,20 @@ class SafeResolver(AbstractResolver):
 
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,10})$")
 
 
 def safe_file_name(url_path: str, fallback: str = "attachment") -> str:
     """The last path segment, decoded, reduced to ``[A-Za-z0-9._-]`` and never a path:
-    ``..%2F..%2Fetc%2Fpasswd.pdf`` becomes ``etc_passwd.pdf``."""
-    decoded = unquote(unquote(url_path))
-    name = re.split(r"[/\\]", decoded)[-1]
-    name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-    name = _SAFE_NAME.sub("_", name).strip("._-")
-    name = re.sub(r"_+", "_", name)[-120:].lstrip("._-")
-    return name or fallback
+    ``..%2F..%2Fetc%2Fpasswd.pdf`` becomes ``etc_passwd.pdf``. The extension survives a name
+    with no ASCII in it: ``見積書.pdf`` becomes ``attachment.pdf``."""
+    decoded = unquote(unquote(url_path, errors="replace"), errors="replace")
+    name = unicodedata.normalize("NFKC", re.split(r"[/\\]", decoded)[-1])
+    match = _EXTENSION.search(name)
+    stem, extension = (name[: match.start()], match.group(1)) if match else (name, "")
+    stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
+    stem = re.sub(r"_+", "_", _SAFE_NAME.sub("_", stem)).strip("._-")[-100:].lstrip("._-") or fallback
+    return f"{stem}.{extension}" if extension else stem
 
 
 def safe_path_segment(value: Optional[str], fallback: str = "unknown") -> str:
@@ -164,29 +189,32 @@ def file_extension(file_name: str) -> str:
     return file_name.rsplit(".", 1)[-1].lower() if "." in file_name else ""
 
 
+def url_digest(url: str, length: int = 10) -> str:
+    """A short, stable name for a URL: two attachments called ``report.pdf`` never share a blob."""
+    return hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()[:length]
+
+
 def presigned_expiry(url: str) -> Optional[datetime]:
     """When a presigned URL stops working: S3/GCS SigV4 (``X-Amz-Date``+``X-Amz-Expires``,
-    ``X-Goog-*``), S3 SigV2/CloudFront (``Expires``) and Azure SAS (``se``)."""
-    query = {k.lower(): v for k, v in parse_qsl(urlsplit(url).query)}
+    ``X-Goog-*``), S3 SigV2/CloudFront (``Expires``) and Azure SAS (``se``: a date, or a date
+    and time, in UTC). An unreadable or absurd expiry is no expiry (the host decides); one past
+    year 9999 is the end of year 9999."""
+    try:
+        query = {k.lower(): v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+    except ValueError:
+        return None
     for prefix in ("x-amz-", "x-goog-"):
-        signed, lifetime = query.get(prefix + "date"), query.get(prefix + "expires")
-        if signed and lifetime and lifetime.isdigit():
+        signed, lifetime = query.get(prefix + "date"), ascii_int(query.get(prefix + "expires", ""))
+        if signed and lifetime is not None:
             try:
                 start = datetime.strptime(signed, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
             except ValueError:
                 return None
-            return start + timedelta(seconds=int(lifetime))
-    if query.get("expires", "").isdigit():
-        return datetime.fromtimestamp(int(query["expires"]), timezone.utc)
+            return clamp_after(start, lifetime)
+    epoch = ascii_int(query.get("expires", ""))
+    if epoch is not None:
+        return from_epoch_s(epoch) or LATEST
     if "se" in query and "sig" in query:
-        try:
-            return datetime.fromisoformat(query["se"].replace("Z", "+00:00"))
-        except ValueError:
-            return None
+        return parse_iso(query["se"])
     return None
 
-
-def redacted(url: str) -> str:
-    """Scheme, host and path only: query strings carry signatures and tokens."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable
 
@@ -74,9 +75,10 @@ def test_duplicate_keys_and_dangling_references_are_found(lake):
     merge_entities(lake, PEOPLE, [{"person_id": "1", "name": "Ann"}], "run")
     merge_entities(lake, PETS, [{"pet_id": "p1", "person_id": "1"}, {"pet_id": "p2", "person_id": "9"}, {"pet_id": "p3", "person_id": None}], "run")
 
-    assert duplicate_keys(lake, PEOPLE, "run") == (0, [])
-    assert dangling_references(lake, PETS, PEOPLE, ["person_id"], "run") == (1, [{"person_id": "9"}])
-    assert dangling_references(lake, PETS, PEOPLE, ["person_id"], "another run") == (0, [])
+    by_run = pl.col("dagster_run_id") == "run"
+    assert duplicate_keys(lake, PEOPLE, by_run) == (0, [])
+    assert dangling_references(lake, PETS, PEOPLE, ["person_id"], by_run) == (1, [{"person_id": "9"}])
+    assert dangling_references(lake, PETS, PEOPLE, ["person_id"], pl.col("dagster_run_id") == "another run") == (0, [])
 
 
 def test_an_older_answer_never_replaces_a_newer_one(lake):

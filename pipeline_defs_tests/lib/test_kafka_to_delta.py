@@ -8,8 +8,10 @@ from azure.storage.blob import BlobServiceClient
 
 from pipeline_defs.lib.delta import DeltaLakeResource
 from pipeline_defs.lib.event_log import EventLogSink
-from pipeline_defs.lib.kafka import Topic
-from pipeline_defs.lib.kafka_to_delta import BatchContext, IngestMode, IngestReport, consume_ranges, watermark_app_id
+from pipeline_defs.lib.dlq import DeadLetterTopic
+from pipeline_defs.lib.file_store import FileStoreResource
+from pipeline_defs.lib.kafka_to_delta import consume_ranges, watermark_app_id
+from pipeline_defs.lib.sink import BatchContext, IngestMode, IngestReport
 from pipeline_defs.lib.offset_ranges import OffsetRange
 from pipeline_defs.lib.schemas.xact import XACT_EVENTS
 from pipeline_defs.lib.settings import StorageSettings
@@ -18,6 +20,7 @@ from pipeline_defs_tests.kafka_helpers import produce_events, produce_raw, sampl
 
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 TODAY = date(2026, 11, 22)
+NO_CLAIMS = FileStoreResource(storage=StorageSettings(files_root="/nonexistent/claims"))  # these dead letters are small
 
 
 def all_ranges(kafka, topic):
@@ -35,7 +38,7 @@ def context_for(group):
 
 
 def ingest(kafka, lake, topic, dlq_topic, group, sink=None):
-    sink = sink or EventLogSink(spec=XACT_EVENTS, dead_letters=Topic(kafka, dlq_topic))
+    sink = sink or EventLogSink(spec=XACT_EVENTS, dead_letters=DeadLetterTopic(kafka, dlq_topic, NO_CLAIMS))
     return consume_ranges(all_ranges(kafka, topic), sink=sink, source=kafka, lake=lake, context=context_for(group))
 
 
@@ -54,7 +57,7 @@ class RivalCommitsFirst(EventLogSink):
 
 def test_a_concurrent_writer_makes_the_loser_retry_its_commit_and_add_nothing(kafka, lake, topics):
     produce_events(kafka, topics.xact_events, sample_events(200))
-    racing = RivalCommitsFirst(spec=XACT_EVENTS, dead_letters=Topic(kafka, topics.xact_events_dlq))
+    racing = RivalCommitsFirst(spec=XACT_EVENTS, dead_letters=DeadLetterTopic(kafka, topics.xact_events_dlq, NO_CLAIMS))
     racing.rival = lambda: ingest(kafka, lake, topics.xact_events, topics.xact_events_dlq, "g")
 
     report = ingest(kafka, lake, topics.xact_events, topics.xact_events_dlq, "g", sink=racing)

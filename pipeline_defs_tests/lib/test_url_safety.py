@@ -11,8 +11,9 @@ from pipeline_defs.lib.url_safety import (
     check_url,
     is_public_address,
     presigned_expiry,
-    redacted,
+    follow_redirect,
     safe_file_name,
+    url_digest,
 )
 
 POLICY = UrlPolicy(allowed_hosts=("files.example.com", "xactware.com"))
@@ -50,7 +51,10 @@ def test_allowlisted_https_urls_pass_with_normalised_host():
         ("https://files.example.com:99999/a.pdf", "unparseable"),
         ("https://files.example.com/a b.pdf", "whitespace"),
         ("https://files.example.com\\@evil.com/a.pdf", "backslash"),
-        ("https://files.example.com/" + "a" * 5000, "too long"),
+        ("https://files.example.com/" + "a" * 9000, "longer than"),
+        ("https://files.example.com/\u202egpj.pdf", "bidi"),
+        ("https://[::1/a.pdf", "unparseable"),
+        ("https://glaß.com/a.pdf", "allowlist"),
     ],
 )
 def test_ssrf_and_encoding_tricks_are_blocked(url, reason):
@@ -94,7 +98,9 @@ def test_only_global_unicast_addresses_are_public(address, public):
         ("/files/%252e%252e%252fsecret.pdf", "secret.pdf"),
         ("/files/../../x.pdf", "x.pdf"),
         ("/files/..\\..\\win.ini", "win.ini"),
-        ("/files/My Photo (1).JPG", "My_Photo_1_.JPG"),
+        ("/files/My Photo (1).JPG", "My_Photo_1.JPG"),
+        ("/files/%E8%A6%8B%E7%A9%8D%E6%9B%B8.pdf", "attachment.pdf"),
+        ("/files/見積書.pdf", "attachment.pdf"),
         ("/files/", "attachment"),
         ("/files/....", "attachment"),
         ("/files/r%C3%A9sum%C3%A9.pdf", "resume.pdf"),
@@ -116,8 +122,36 @@ def test_presigned_expiry_for_s3_gcs_v2_and_azure_sas():
     assert presigned_expiry("https://files.example.com/a.pdf") is None
 
 
-def test_redacted_urls_keep_no_query():
-    assert redacted("https://h.example.com/a/b.pdf?X-Amz-Signature=secret") == "https://h.example.com/a/b.pdf"
+def test_presigned_expiry_never_breaks_on_odd_values():
+    assert presigned_expiry("https://a.blob.core.windows.net/c/k.pdf?se=2030-01-01&sig=x") == datetime(2030, 1, 1, tzinfo=timezone.utc)
+    far = presigned_expiry("https://b/k.pdf?X-Amz-Date=20261122T100000Z&X-Amz-Expires=99999999999999")
+    assert far is not None and far.year == 9999
+    assert presigned_expiry("https://h/k?Expires=99999999999999&Signature=s").year == 9999
+    assert presigned_expiry("https://h/k?Expires=%C2%B2&Signature=s") is None  # a superscript two is no number
+    assert presigned_expiry("https://a/c?se=not-a-date&sig=x") is None
+
+
+def test_the_checked_host_is_the_requested_host():
+    """One IDNA normalisation for the check and the request: ``glaß.com`` is ``xn--gla-7ka.com``
+    (UTS-46), never ``glass.com`` (IDNA 2003), and the request goes to the checked URL."""
+    policy = UrlPolicy(allowed_hosts=("xn--gla-7ka.com", "glass.com"))
+    checked = check_url("https://GLAß.com./a.pdf", policy)
+    assert checked.host == "xn--gla-7ka.com" and checked.url.raw_host == "xn--gla-7ka.com"
+    fullwidth = check_url("https://ｆｉｌｅｓ.example.com/a.pdf", POLICY)
+    assert fullwidth.url.raw_host == fullwidth.host == "files.example.com"
+
+
+def test_redirects_are_resolved_and_checked_like_the_first_url():
+    start = check_url("https://files.example.com/a/b.pdf", POLICY)
+    assert str(follow_redirect(start, "../c.pdf?x=1", POLICY).url) == "https://files.example.com/c.pdf?x=1"
+    for location, reason in [("https://[::1", "unparseable"), ("https://evil.com/x.pdf", "allowlist"), ("//10.0.0.1/x", "IP address")]:
+        with pytest.raises(BlockedUrl, match=reason):
+            follow_redirect(start, location, POLICY)
+
+
+def test_url_digests_are_short_and_stable():
+    assert url_digest("https://h/a.pdf") == url_digest("https://h/a.pdf") != url_digest("https://h/b.pdf")
+    assert len(url_digest("https://h/\udcff")) == 10
 
 
 def test_the_resolver_refuses_what_real_dns_maps_to_a_private_address():

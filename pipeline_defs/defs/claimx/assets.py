@@ -25,6 +25,7 @@ from pipeline_defs.lib.file_store import FileStoreResource
 from pipeline_defs.lib.kafka import KafkaResource, Topic
 from pipeline_defs.lib.partitions import ingestion_days
 from pipeline_defs.lib.policies import OWNERS, TRANSIENT_FAILURE_RETRY
+from pipeline_defs.lib.dlq import DeadLetterTopic
 from pipeline_defs.lib.range_runs import RepairSource, ingest_events, ingest_metadata, work_tasks
 from pipeline_defs.lib.retries import Retries
 from pipeline_defs.lib.schemas.claimx import (
@@ -58,6 +59,7 @@ def claimx_events(
     source_kafka: KafkaResource,
     kafka: KafkaResource,
     lake: DeltaLakeResource,
+    files: FileStoreResource,
     pipeline: PipelineConfigResource,
 ) -> dg.MaterializeResult:
     topics = pipeline.topics
@@ -67,6 +69,7 @@ def claimx_events(
         source_kafka=source_kafka,
         kafka=kafka,
         lake=lake,
+        files=files,
         pipeline=pipeline,
         topic=topics.claimx_events,
         dlq_topic=topics.claimx_events_dlq,
@@ -137,6 +140,7 @@ def claimx_entities(
     context: dg.AssetExecutionContext,
     kafka: KafkaResource,
     lake: DeltaLakeResource,
+    files: FileStoreResource,
     claimx_api: ClaimXApiResource,
     pipeline: PipelineConfigResource,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
@@ -145,11 +149,11 @@ def claimx_entities(
     sink = EnrichmentSink(
         api=claimx_api,
         lake=lake,
-        retries=Retries(kafka, pipeline.retry_topics(pending), topics.claimx_enrichment_dlq),
+        retries=Retries(kafka, pipeline.retry_topics(pending), DeadLetterTopic(kafka, topics.claimx_enrichment_dlq, files)),
         downloads=Topic(kafka, topics.claimx_downloads_pending),
     )
     with api_access_required():
-        report, mode = work_tasks(
+        report, mode, scope = work_tasks(
             context, sink=sink, kafka=kafka, lake=lake, pipeline=pipeline, asset_name="claimx_entities",
             pending_topic=pending, repair=RepairSource(CLAIMX_EVENTS.table, CLAIMX_TASK_SOURCE_COLUMNS, claimx_enrichment_tasks),
         )
@@ -169,7 +173,7 @@ def claimx_entities(
     metadata["api_calls_by_endpoint"] = dg.MetadataValue.json(dict(sink.api_calls_by_endpoint))
     metadata["circuit_transitions"] = dg.MetadataValue.json(sink.breaker_transitions)
     yield dg.MaterializeResult(asset_key=ENRICHMENT_LOG, metadata=metadata)
-    yield from entity_checks(lake, context.run.run_id)
+    yield from entity_checks(lake, scope)
 
 
 def _version(lake: DeltaLakeResource, table: str) -> int:
@@ -185,6 +189,7 @@ def _version(lake: DeltaLakeResource, table: str) -> int:
     group_name="claimx",
     kinds={"kafka", "deltalake", "azure"},
     owners=OWNERS,
+    pool="delta_claimx_attachments",
     retry_policy=TRANSIENT_FAILURE_RETRY,
     check_specs=claimx_attachments_check_specs,
     description=(
@@ -208,11 +213,11 @@ def claimx_attachments(
         spec=CLAIMX_ATTACHMENTS,
         http=claimx_media_http,
         files=files,
-        retries=Retries(kafka, pipeline.retry_topics(pending), pipeline.topics.claimx_downloads_dlq),
+        retries=Retries(kafka, pipeline.retry_topics(pending), DeadLetterTopic(kafka, pipeline.topics.claimx_downloads_dlq, files)),
         refresher=MediaUrlRefresher(claimx_api),
     )
     with api_access_required():
-        report, mode = work_tasks(
+        report, mode, scope = work_tasks(
             context, sink=sink, kafka=kafka, lake=lake, pipeline=pipeline, asset_name="claimx_attachments",
             pending_topic=pending, repair=RepairSource(CLAIMX_EVENTS.table, CLAIMX_TASK_SOURCE_COLUMNS, media_download_tasks),
         )
@@ -221,7 +226,7 @@ def claimx_attachments(
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=inventory_checks(
-            CLAIMX_ATTACHMENTS.table, CLAIMX_ATTACHMENTS.key_columns, lake, files, context.run.run_id, report,
+            CLAIMX_ATTACHMENTS.table, CLAIMX_ATTACHMENTS.key_columns, lake, files, scope, report,
             pipeline.ingest.failed_attachment_ratio_warn,
         ),
     )

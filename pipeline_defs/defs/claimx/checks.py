@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Iterator
 
 import dagster as dg
+import polars as pl
 
+from pipeline_defs.lib.claimx.enrichment import ENRICHMENT_LOG
 from pipeline_defs.lib.claimx.entities import ENTITY_TABLES, MEDIA, PROJECTS, TASK_TEMPLATES, TASKS
 from pipeline_defs.lib.delta import DeltaLakeResource
-from pipeline_defs.lib.delta_checks import event_log_check_specs, inventory_check_specs
+from pipeline_defs.lib.delta_checks import RunScope, event_log_check_specs, inventory_check_specs
 from pipeline_defs.lib.entities import dangling_references, duplicate_keys
 
 REQUIRED_EVENT_COLUMNS = ["event_id", "event_type", "project_id", "event_ingested_at"]
@@ -37,24 +39,33 @@ entity_check_specs = [
 ]
 
 
-def entity_checks(lake: DeltaLakeResource, run_id: str) -> Iterator[dg.AssetCheckResult]:
-    """On the rows ``run_id`` wrote: the rest of each table was checked by the run that wrote it."""
+def entity_rows_of(lake: DeltaLakeResource, scope: RunScope) -> pl.Expr:
+    """The entity rows a run answers for: those it wrote, and those of the events of its
+    ranges (written by an earlier run of the same ranges)."""
+    log = lake.scan(ENRICHMENT_LOG)
+    events = [] if log is None else log.filter(scope.predicate()).select("event_id").collect()["event_id"].to_list()
+    return (pl.col("dagster_run_id") == scope.run_id) | pl.col("source_event_id").is_in(events)
+
+
+def entity_checks(lake: DeltaLakeResource, scope: RunScope) -> Iterator[dg.AssetCheckResult]:
+    """On the rows the run answers for: the rest of each table was checked by the run that wrote it."""
+    written = entity_rows_of(lake, scope)
     for table in ENTITY_TABLES:
-        duplicated, sample = duplicate_keys(lake, table, run_id)
+        duplicated, sample = duplicate_keys(lake, table, written)
         yield dg.AssetCheckResult(
             asset_key=table.name,
             check_name="merge_keys_unique",
             passed=duplicated == 0,
             metadata={"duplicated_keys": duplicated, "sample": dg.MetadataValue.json(sample)},
         )
-    orphans, sample = dangling_references(lake, MEDIA, PROJECTS, ["project_id"], run_id)
+    orphans, sample = dangling_references(lake, MEDIA, PROJECTS, ["project_id"], written)
     yield dg.AssetCheckResult(
         asset_key=MEDIA.name,
         check_name="project_exists",
         passed=orphans == 0,
         metadata={"media_without_project": orphans, "sample": dg.MetadataValue.json(sample)},
     )
-    unknown, sample = dangling_references(lake, TASKS, TASK_TEMPLATES, ["template_id", "project_id"], run_id)
+    unknown, sample = dangling_references(lake, TASKS, TASK_TEMPLATES, ["template_id", "project_id"], written)
     yield dg.AssetCheckResult(
         asset_key=TASKS.name,
         check_name="template_known",

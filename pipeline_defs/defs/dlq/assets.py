@@ -4,12 +4,14 @@ import dagster as dg
 
 from pipeline_defs.defs.dlq.views import DLQ_VIEWS
 from pipeline_defs.lib.delta import DeltaLakeResource
+from pipeline_defs.lib.dlq_operations import AUDIT_TABLE
 from pipeline_defs.lib.dlq_views import DlqViewSink, DlqViewSpec, health
 from pipeline_defs.lib.kafka import KafkaResource
-from pipeline_defs.lib.kafka_to_delta import BatchContext, IngestMode, IngestReport, consume_ranges
+from pipeline_defs.lib.kafka_to_delta import consume_ranges
 from pipeline_defs.lib.offset_ranges import OffsetRange
 from pipeline_defs.lib.policies import OWNERS, TRANSIENT_FAILURE_RETRY
 from pipeline_defs.lib.range_runs import ingest_metadata, planned_ranges
+from pipeline_defs.lib.sink import BatchContext, IngestMode, IngestReport
 from pipeline_defs.lib.settings import PipelineConfigResource
 
 
@@ -65,7 +67,7 @@ def dlq_view_asset(spec: DlqViewSpec) -> dg.AssetsDefinition:
 dlq_view_assets = [dlq_view_asset(spec) for spec in DLQ_VIEWS.values()]
 
 dlq_audit = dg.AssetSpec(
-    "dlq_audit",
+    AUDIT_TABLE,
     group_name="dlq",
     kinds={"deltalake"},
     owners=OWNERS,

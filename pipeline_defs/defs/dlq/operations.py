@@ -1,25 +1,27 @@
 """Replay, resolve and purge as Launchpad jobs with typed config; every run is audited."""
 
-from datetime import datetime
 from enum import Enum
 from typing import Mapping, Optional
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pipeline_defs.defs.dlq.views import DLQ_VIEWS
 from pipeline_defs.lib.delta import DeltaLakeResource
-from pipeline_defs.lib.dlq_views import (
-    WAITING,
+from pipeline_defs.lib.dlq_operations import (
     AUDIT_TABLE,
+    MAX_SELECTION,
     DlqFilter,
     Operation,
     OperationResult,
     RefusedOperation,
+    parse_moment,
     purge,
     replay,
     resolve,
 )
+from pipeline_defs.lib.dlq_views import STATUSES, WAITING
+from pipeline_defs.lib.file_store import FileStoreResource
 from pipeline_defs.lib.kafka import KafkaResource
 from pipeline_defs.lib.settings import PipelineConfigResource
 
@@ -30,19 +32,34 @@ class DlqSelection(dg.Config):
     dlq: DlqName = Field(description="Which DLQ view")
     ids: list[str] = Field(default=[], description="Entry ids or item ids (trace_id, event_id, media_id); empty: any")
     error_category: Optional[str] = Field(default=None, description="transient, permanent, auth, circuit_open, malformed, invalid")
-    seen_after: Optional[str] = Field(default=None, description="ISO time: last seen at or after")
-    seen_before: Optional[str] = Field(default=None, description="ISO time: last seen before")
-    statuses: list[str] = Field(default=[WAITING], description="Entry statuses to act on")
-    max_count: int = Field(default=100, description="At most this many entries, oldest first")
+    seen_after: Optional[str] = Field(default=None, description="ISO time with zone: last seen at or after")
+    seen_before: Optional[str] = Field(default=None, description="ISO time with zone: last seen before")
+    statuses: list[str] = Field(default=[WAITING], description=f"Entry statuses to act on: {', '.join(STATUSES)}")
+    max_count: int = Field(default=100, ge=1, le=MAX_SELECTION, description="At most this many entries, oldest first")
     reason: str = Field(default="", description="Why; recorded in the view and the audit")
     operator: str = Field(default="", description="Who is doing this (recorded in the audit)")
+
+    @field_validator("seen_after", "seen_before")
+    @classmethod
+    def _zoned(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            parse_moment(value)
+        return value
+
+    @field_validator("statuses")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(STATUSES))
+        if unknown:
+            raise ValueError(f"unknown statuses {unknown}; use {', '.join(STATUSES)}")
+        return value
 
     def filters(self) -> DlqFilter:
         return DlqFilter(
             ids=tuple(self.ids),
             error_category=self.error_category,
-            seen_after=datetime.fromisoformat(self.seen_after) if self.seen_after else None,
-            seen_before=datetime.fromisoformat(self.seen_before) if self.seen_before else None,
+            seen_after=parse_moment(self.seen_after) if self.seen_after else None,
+            seen_before=parse_moment(self.seen_before) if self.seen_before else None,
             statuses=tuple(self.statuses),
             max_count=self.max_count,
         )
@@ -88,6 +105,7 @@ def _operation(context: dg.OpExecutionContext, name: str, config: DlqSelection, 
         run_id=context.run.run_id,
         launched_by=launched_by(config.operator, context.run.tags),
         dry_run=dry_run,
+        operation_id=context.run.tags.get("dagster/root_run_id", context.run.run_id),
     )
 
 
@@ -111,11 +129,14 @@ def replay_dlq_entries(
     context: dg.OpExecutionContext,
     config: ReplayConfig,
     kafka: KafkaResource,
+    source_kafka: KafkaResource,
     lake: DeltaLakeResource,
+    files: FileStoreResource,
     pipeline: PipelineConfigResource,
 ) -> None:
     operation = _operation(context, "replay", config, config.dry_run)
-    _report(context, replay(lake, kafka, pipeline, DLQ_VIEWS[operation.dlq], operation))
+    clusters = {"kafka": kafka, "source_kafka": source_kafka}
+    _report(context, replay(lake, clusters, files, pipeline, DLQ_VIEWS[operation.dlq], operation))
 
 
 @dg.op(description="Mark matching DLQ entries handled, with a reason, without replaying them.")

@@ -1,32 +1,40 @@
+"""The jobs and sensors that keep each DLQ view current, and the DLQ health schedule."""
+
+from typing import Any
+
 import dagster as dg
 
 from pipeline_defs.defs.dlq.assets import dlq_view_assets
 from pipeline_defs.defs.dlq.checks import dlq_checks
 from pipeline_defs.defs.dlq.views import DLQ_VIEWS
-from pipeline_defs.lib.range_runs import SensorTopic, build_offset_range_sensor
+from pipeline_defs.lib.dlq_views import DlqViewSpec
+from pipeline_defs.lib.sensors import KafkaFeed, SensorTopic, build_offset_range_sensor
 
 
-def _view_job_and_sensor(spec, asset):
+def _view_feed(spec: DlqViewSpec) -> KafkaFeed:
+    return KafkaFeed(spec.table, spec.table, lambda pipeline: [SensorTopic(spec.topic_of(pipeline))])
+
+
+DLQ_FEEDS = [_view_feed(spec) for spec in DLQ_VIEWS.values()]
+
+
+def _view_job_and_sensor(feed: KafkaFeed, asset: dg.AssetsDefinition) -> tuple[Any, dg.SensorDefinition]:
     job = dg.define_asset_job(
-        f"{spec.table}_job",
+        f"{feed.table}_job",
         selection=dg.AssetSelection.assets(asset),
-        description=f"Fold new {spec.name} dead letters into {spec.table}.",
+        description=f"Fold new dead letters into {feed.table}.",
     )
     sensor = build_offset_range_sensor(
-        name=f"{spec.table}_sensor",
+        name=f"{feed.table}_sensor",
         job=job,
-        asset_name=spec.table,
-        topics_of=lambda pipeline, spec=spec: [SensorTopic(spec.topic_of(pipeline))],
-        description=f"Plans new {spec.name} dead letters into {spec.table} runs.",
-        source_resource_key="kafka",
+        feed=feed,
+        description=f"Plans new dead letters into {feed.table} runs.",
         partitioned=False,
     )
     return job, sensor
 
 
-dlq_view_jobs, dlq_view_sensors = zip(
-    *(_view_job_and_sensor(spec, asset) for spec, asset in zip(DLQ_VIEWS.values(), dlq_view_assets))
-)
+dlq_view_jobs, dlq_view_sensors = zip(*(_view_job_and_sensor(feed, asset) for feed, asset in zip(DLQ_FEEDS, dlq_view_assets)))
 
 dlq_health_job = dg.define_asset_job(
     "dlq_health_checks",

@@ -11,6 +11,7 @@ from pipeline_defs.lib.file_store import FileStoreResource
 from pipeline_defs.lib.kafka import KafkaResource
 from pipeline_defs.lib.partitions import ingestion_days
 from pipeline_defs.lib.policies import OWNERS, TRANSIENT_FAILURE_RETRY
+from pipeline_defs.lib.dlq import DeadLetterTopic
 from pipeline_defs.lib.range_runs import RepairSource, ingest_events, ingest_metadata, work_tasks
 from pipeline_defs.lib.retries import Retries
 from pipeline_defs.lib.schemas.xact import (
@@ -43,6 +44,7 @@ def xact_events(
     source_kafka: KafkaResource,
     kafka: KafkaResource,
     lake: DeltaLakeResource,
+    files: FileStoreResource,
     pipeline: PipelineConfigResource,
 ) -> dg.MaterializeResult:
     topics = pipeline.topics
@@ -52,6 +54,7 @@ def xact_events(
         source_kafka=source_kafka,
         kafka=kafka,
         lake=lake,
+        files=files,
         pipeline=pipeline,
         topic=topics.xact_events,
         dlq_topic=topics.xact_events_dlq,
@@ -69,6 +72,7 @@ def xact_events(
     group_name="xact",
     kinds={"kafka", "deltalake", "azure"},
     owners=OWNERS,
+    pool="delta_xact_attachments",
     retry_policy=TRANSIENT_FAILURE_RETRY,
     check_specs=xact_attachments_check_specs,
     description=(
@@ -91,9 +95,9 @@ def xact_attachments(
         spec=XACT_ATTACHMENTS,
         http=attachment_http,
         files=files,
-        retries=Retries(kafka, pipeline.retry_topics(pending), pipeline.topics.xact_downloads_dlq),
+        retries=Retries(kafka, pipeline.retry_topics(pending), DeadLetterTopic(kafka, pipeline.topics.xact_downloads_dlq, files)),
     )
-    report, mode = work_tasks(
+    report, mode, scope = work_tasks(
         context, sink=sink, kafka=kafka, lake=lake, pipeline=pipeline, asset_name="xact_attachments",
         pending_topic=pending, repair=RepairSource(XACT_EVENTS.table, XACT_TASK_COLUMNS, xact_download_tasks),
     )
@@ -102,7 +106,7 @@ def xact_attachments(
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=inventory_checks(
-            XACT_ATTACHMENTS.table, XACT_ATTACHMENTS.key_columns, lake, files, context.run.run_id, report,
+            XACT_ATTACHMENTS.table, XACT_ATTACHMENTS.key_columns, lake, files, scope, report,
             pipeline.ingest.failed_attachment_ratio_warn,
         ),
     )

@@ -1,7 +1,9 @@
+"""XACT's jobs, the Kafka feeds of its assets, and the sensors that plan their runs."""
+
 import dagster as dg
 
 from pipeline_defs.defs.xact.assets import xact_attachments, xact_events
-from pipeline_defs.lib.range_runs import SensorTopic, blocking_checks, build_offset_range_sensor, build_task_sensors
+from pipeline_defs.lib.sensors import KafkaFeed, SensorTopic, blocking_checks, build_offset_range_sensor, build_task_sensors
 
 xact_events_job = dg.define_asset_job(
     "xact_events_job",
@@ -15,19 +17,31 @@ xact_attachments_job = dg.define_asset_job(
     description="Download, upload and inventory one batch of XACT attachment tasks.",
 )
 
+XACT_EVENTS_FEED = KafkaFeed(
+    "xact_events", "xact_events", lambda pipeline: [SensorTopic(pipeline.topics.xact_events)], cluster="source_kafka"
+)
+XACT_DOWNLOADS_FEED = KafkaFeed(
+    "xact_attachments", "xact_attachments", lambda pipeline: [SensorTopic(pipeline.topics.xact_downloads_pending)]
+)
+XACT_DOWNLOAD_RETRIES_FEED = KafkaFeed(
+    "xact_attachments",
+    "xact_attachments",
+    lambda pipeline: [SensorTopic(t, d) for t, d in pipeline.retry_topics(pipeline.topics.xact_downloads_pending)],
+)
+XACT_FEEDS = [XACT_EVENTS_FEED, XACT_DOWNLOADS_FEED, XACT_DOWNLOAD_RETRIES_FEED]
+
 xact_events_sensor = build_offset_range_sensor(
     name="xact_events_kafka_sensor",
     job=xact_events_job,
-    asset_name="xact_events",
-    topics_of=lambda pipeline: [SensorTopic(pipeline.topics.xact_events)],
+    feed=XACT_EVENTS_FEED,
     description="Plans new events.raw offsets into xact_events runs.",
 )
 
 xact_attachments_sensor, xact_attachments_retry_sensor = build_task_sensors(
     name="xact_attachments",
     job=xact_attachments_job,
-    asset_name="xact_attachments",
-    pending_of=lambda pipeline: pipeline.topics.xact_downloads_pending,
+    feed=XACT_DOWNLOADS_FEED,
+    retry_feed=XACT_DOWNLOAD_RETRIES_FEED,
     what="XACT download tasks",
     gated_by=blocking_checks(xact_events),
 )

@@ -24,7 +24,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from pipeline_defs.lib.circuit_breaker import CircuitBreakers
 from pipeline_defs.lib.failures import FailureCategory, TaskFailure, http_failure
-from pipeline_defs.lib.schemas.common import Identifier, NonEmptyStr, UtcDatetime
+from pipeline_defs.lib.guard import InfrastructureError
+from pipeline_defs.lib.schemas.common import Identifier, Int64, NonEmptyStr, UrlStr, UtcDatetime
 from pipeline_defs.lib.settings import ClaimXApiSettings
 
 BREAKER_KEY = "claimx-api"
@@ -77,12 +78,12 @@ class Media(ApiModel):
     file_name: NonEmptyStr
     file_type: Optional[str] = None
     content_type: Optional[str] = None
-    size_bytes: Optional[int] = None
+    size_bytes: Optional[Int64] = None
     description: Optional[str] = None
     captured_at: Optional[UtcDatetime] = None
     uploaded_at: Optional[UtcDatetime] = None
     task_assignment_id: Optional[Identifier] = None
-    download_url: str  # presigned, short-lived
+    download_url: UrlStr  # presigned, short-lived
     url_expires_at: Optional[UtcDatetime] = None
 
 
@@ -98,7 +99,7 @@ class ExternalLink(ApiModel):
     url: Optional[str] = None  # carries an access token: only its host is kept
     created_at: Optional[UtcDatetime] = None
     expires_at: Optional[UtcDatetime] = None
-    access_count: Optional[int] = None
+    access_count: Optional[Int64] = None
 
 
 class CustomTask(ApiModel):
@@ -120,9 +121,9 @@ class VideoCollaboration(ApiModel):
     invited_at: Optional[UtcDatetime] = None
     started_at: Optional[UtcDatetime] = None
     completed_at: Optional[UtcDatetime] = None
-    duration_seconds: Optional[int] = None
-    participant_count: Optional[int] = None
-    recording_count: Optional[int] = None
+    duration_seconds: Optional[Int64] = None
+    participant_count: Optional[Int64] = None
+    recording_count: Optional[Int64] = None
 
 
 class ApiError(Exception):
@@ -133,7 +134,7 @@ class ApiError(Exception):
         self.failure = failure
 
 
-class ApiAccessRefused(Exception):
+class ApiAccessRefused(InfrastructureError):
     """The API refused our credentials (401): no event is to blame, the run fails and its
     offsets stay put until the token is fixed."""
 

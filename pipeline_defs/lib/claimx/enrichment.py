@@ -22,7 +22,7 @@ import pyarrow as pa
 from confluent_kafka import Message
 from deltalake import CommitProperties, DeltaTable
 
-from pipeline_defs.lib.claimx.api import ApiAccessRefused, ApiError, ClaimXApiClient, ClaimXApiResource, Media, found
+from pipeline_defs.lib.claimx.api import ApiError, ClaimXApiClient, ClaimXApiResource, Media, found
 from pipeline_defs.lib.claimx.entities import (
     ENTITY_TABLES,
     PROJECTS,
@@ -35,10 +35,14 @@ from pipeline_defs.lib.claimx.entities import (
 )
 from pipeline_defs.lib.delta import DeltaLakeResource
 from pipeline_defs.lib.entities import MergeStats, merge_entities
-from pipeline_defs.lib.failures import FAILURE_COUNTERS, FailureCategory, TaskFailure
+from pipeline_defs.lib.failures import FAILURE_COUNTERS, FailureCategory, TaskFailure, failure_of
 from pipeline_defs.lib.kafka import OutRecord, Topic
-from pipeline_defs.lib.kafka_to_delta import LINEAGE_COLUMNS, PARTITION_COLUMN, BatchContext, dedup_window, merge_by_day
-from pipeline_defs.lib.retries import Carried, Failed, Retries, parse_tasks, task_lineage
+from pipeline_defs.lib.dlq import DeadLetterTopic, SourceRecord
+from pipeline_defs.lib.guard import RejectedRecord, guarded_async
+from pipeline_defs.lib.kafka_to_delta import merge_by_day
+from pipeline_defs.lib.retries import Carried, Failed, Retries, task_lineage
+from pipeline_defs.lib.schemas.tasks import parse_task
+from pipeline_defs.lib.sink import LINEAGE_COLUMNS, PARTITION_COLUMN, BatchContext, RecordSink, dedup_window
 from pipeline_defs.lib.schemas.claimx import ClaimXDownloadTask, ClaimXEnrichmentTask, ClaimXEventType
 
 ENRICHMENT_LOG = "claimx_enrichment_log"
@@ -68,6 +72,7 @@ ENRICHMENT_COUNTERS = (
     "failed_permanent",
     "failed_auth",
     "circuit_open",
+    "failed_unprocessable",
     "retries_scheduled",
     "enrichment_dead_lettered",
     "api_calls",
@@ -177,15 +182,35 @@ HANDLERS: dict[ClaimXEventType, Handler] = {
 }
 
 
+async def _handled(task: ClaimXEnrichmentTask, api: ClaimXApiClient) -> Outcome:
+    """The event's handler; an API failure is its outcome, and its rows must fit their tables."""
+    try:
+        enriched = await HANDLERS[task.event_type](task, api)
+    except ApiError as error:
+        return error.failure
+    fitted(enriched.rows)
+    return enriched
+
+
+def fitted(rows: Rows) -> Rows:
+    """``rows``, if each fits its entity table's columns; raises (for the guard) if one does not."""
+    for table in ENTITY_TABLES:
+        if rows.get(table.name):
+            pa.Table.from_pylist([{c: row.get(c) for c in table.columns.names} for row in rows[table.name]], schema=table.columns)
+    return rows
+
+
 # ---- the sink -----------------------------------------------------------------------------
 
 Outcome = Enriched | TaskFailure
 
 
 @dataclass
-class EnrichmentSink:
+class EnrichmentSink(RecordSink[ClaimXEnrichmentTask]):
     """Enrichment tasks -> entity tables (side effects), download tasks, retries, and one
-    ``claimx_enrichment_log`` row per event (the commit that carries the watermarks)."""
+    ``claimx_enrichment_log`` row per event (the commit that carries the watermarks). Each
+    event's handler runs under the guard, and its rows must fit the entity tables, so an
+    answer that breaks the code fails that event alone (unprocessable)."""
 
     api: ClaimXApiResource
     lake: DeltaLakeResource
@@ -198,10 +223,17 @@ class EnrichmentSink:
 
     table = ENRICHMENT_LOG
     schema = LOG_SCHEMA
+    stage = "read the task"
 
-    # ---- DeltaSink ----------------------------------------------------------------------
-    def rows_for(self, messages: Sequence[Message], context: BatchContext) -> pa.Table:
-        return self.process(parse_tasks(ClaimXEnrichmentTask, messages, self.retries.dead_letters, context), context)
+    # ---- RecordSink ---------------------------------------------------------------------
+    def prepare(self, message: Message, context: BatchContext) -> ClaimXEnrichmentTask:
+        return parse_task(ClaimXEnrichmentTask, message)  # type: ignore[return-value]
+
+    def finish(self, items: Sequence[tuple[Message, ClaimXEnrichmentTask]], context: BatchContext) -> pa.Table:
+        return self.process([(task, SourceRecord.of(message)) for message, task in items], context)
+
+    def dead_letter_topic(self) -> DeadLetterTopic:
+        return self.retries.dead_letters
 
     def write(self, rows: pa.Table, table: DeltaTable, commit: CommitProperties, context: BatchContext) -> int:
         # the newest outcome wins, except that nothing replaces "enriched" but "enriched"
@@ -275,14 +307,8 @@ class EnrichmentSink:
             async def one(task: ClaimXEnrichmentTask) -> Outcome:
                 if task.project_id in blocked:
                     return blocked[task.project_id]
-                try:
-                    return await HANDLERS[task.event_type](task, api)
-                except ApiError as error:
-                    return error.failure
-                except ApiAccessRefused:
-                    raise  # the credentials, not the event: the run fails
-                except Exception as error:  # an answer we cannot use must not stall the stream
-                    return TaskFailure(FailureCategory.PERMANENT, "unexpected", f"{task.event_type.value}: {type(error).__name__}")
+                outcome = await guarded_async(f"enrich {task.event_type.value}", lambda: _handled(task, api))
+                return failure_of(outcome) if isinstance(outcome, RejectedRecord) else outcome
 
             outcomes = await asyncio.gather(*(one(task) for task in tasks))
             counts = context.report.counts
@@ -311,10 +337,14 @@ class EnrichmentSink:
 
     @staticmethod
     async def _project(api: ClaimXApiClient, project_id: str) -> Rows | TaskFailure:
-        try:
-            return project_rows(found(await api.get_project(project_id), f"project {project_id}"))
-        except ApiError as error:
-            return error.failure
+        async def fetch() -> Rows | TaskFailure:
+            try:
+                return fitted(project_rows(found(await api.get_project(project_id), f"project {project_id}")))
+            except ApiError as error:
+                return error.failure
+
+        outcome = await guarded_async("fetch the project", fetch)
+        return failure_of(outcome) if isinstance(outcome, RejectedRecord) else outcome
 
     def _known_projects(self, project_ids: list[str]) -> set[str]:
         scan = self.lake.scan(PROJECTS.name)

@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import Sequence
 
 from pipeline_defs.lib.claimx.api import ApiError, ClaimXApiClient, ClaimXApiResource, found
-from pipeline_defs.lib.failures import FailureCategory, TaskFailure
+from pipeline_defs.lib.failures import FailureCategory, TaskFailure, failure_of
+from pipeline_defs.lib.guard import RejectedRecord, guarded_async
 from pipeline_defs.lib.schemas.claimx import ClaimXDownloadTask
 from pipeline_defs.lib.schemas.downloads import AttachmentTask
 
@@ -31,8 +32,15 @@ class MediaUrlRefresher:
             assert isinstance(task, ClaimXDownloadTask)
             by_project.setdefault(task.project_id, []).append(task)
         async with self.api.client() as api:
-            parts = await asyncio.gather(*(self._project(api, pid, items) for pid, items in by_project.items()))
+            parts = await asyncio.gather(*(self._guarded(api, pid, items) for pid, items in by_project.items()))
         return {key: value for part in parts for key, value in part.items()}
+
+    async def _guarded(self, api: ClaimXApiClient, project_id: str, tasks: list[ClaimXDownloadTask]) -> Refreshed:
+        """One project's answer; an answer that breaks the code fails that project's tasks only."""
+        outcome = await guarded_async("refresh media links", lambda: self._project(api, project_id, tasks))
+        if isinstance(outcome, RejectedRecord):
+            return {task.key: failure_of(outcome) for task in tasks}
+        return outcome
 
     @staticmethod
     async def _project(api: ClaimXApiClient, project_id: str, tasks: list[ClaimXDownloadTask]) -> Refreshed:

@@ -6,20 +6,20 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from enum import Enum
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
-import polars as pl
 import pyarrow as pa
 from confluent_kafka import Message
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from pipeline_defs.lib.attachments import InventorySpec
 from pipeline_defs.lib.blob_paths import claimx_blob_path
 from pipeline_defs.lib.event_log import EventLogSpec
 from pipeline_defs.lib.kafka import OutRecord
-from pipeline_defs.lib.kafka_to_delta import PARTITION_COLUMN
-from pipeline_defs.lib.schemas.common import Identifier, NonEmptyStr, UtcDatetime, parsed
+from pipeline_defs.lib.sink import PARTITION_COLUMN
+from pipeline_defs.lib.schemas.common import Identifier, JsonObject, NonEmptyStr, UtcDatetime, parsed
 from pipeline_defs.lib.schemas.downloads import AttachmentTask
+from pipeline_defs.lib.url_safety import MAX_URL_LENGTH
 from pipeline_defs.lib.schemas.tasks import RetryableTask, SourceEvent
 
 
@@ -73,7 +73,7 @@ class ClaimXEvent(ClaimXEventFields):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     ingested_at: UtcDatetime
-    raw_data: dict[str, Any] = Field(default_factory=dict)
+    raw_data: JsonObject = Field(default_factory=dict)
 
 
 CLAIMX_EVENT_COLUMNS = pa.schema(
@@ -101,7 +101,7 @@ def claimx_event_row(message: Message) -> dict[str, Any]:
     return {
         **event.model_dump(include=set(EVENT_ID_COLUMNS), mode="json"),
         "event_ingested_at": event.ingested_at,
-        "raw_data": json.dumps(event.raw_data, separators=(",", ":")),
+        "raw_data": json.dumps(event.raw_data, separators=(",", ":"), allow_nan=False),
         "raw_payload": raw.decode("utf-8"),
     }
 
@@ -132,20 +132,19 @@ class ClaimXEnrichmentTask(ClaimXEventFields, RetryableTask):
 CLAIMX_TASK_SOURCE_COLUMNS = [*EVENT_ID_COLUMNS, "event_ingested_at", "kafka_topic", "kafka_partition", "kafka_offset", PARTITION_COLUMN]
 
 
-def claimx_enrichment_tasks(events: pl.DataFrame) -> list[ClaimXEnrichmentTask]:
-    """One task per ``claimx_events`` row."""
+def claimx_enrichment_tasks(event: dict[str, Any]) -> list[ClaimXEnrichmentTask]:
+    """The enrichment task of a ``claimx_events`` row (lineage columns included)."""
     return [
         ClaimXEnrichmentTask(
-            **{c: row[c] for c in EVENT_ID_COLUMNS},
-            event_ingested_at=row["event_ingested_at"],
-            source=SourceEvent.of_row(row),
+            **{c: event[c] for c in EVENT_ID_COLUMNS},
+            event_ingested_at=event["event_ingested_at"],
+            source=SourceEvent.of_row(event),
         )
-        for row in events.iter_rows(named=True)
     ]
 
 
-def claimx_enrichment_task_records(events: pl.DataFrame) -> list[OutRecord]:
-    return [OutRecord(value=t.encode(), key=t.message_key) for t in claimx_enrichment_tasks(events)]
+def claimx_enrichment_task_records(event: dict[str, Any]) -> list[OutRecord]:
+    return [OutRecord(value=t.encode(), key=t.message_key) for t in claimx_enrichment_tasks(event)]
 
 
 class ClaimXDownloadTask(AttachmentTask):
@@ -154,7 +153,7 @@ class ClaimXDownloadTask(AttachmentTask):
 
     media_id: Identifier
     project_id: Identifier
-    download_url: str = ""
+    download_url: Annotated[str, StringConstraints(max_length=MAX_URL_LENGTH)] = ""
     file_name: Optional[NonEmptyStr] = None  # from the media listing; a backfill learns it on refresh
     file_type: Optional[str] = None
     expires_at: Optional[UtcDatetime] = None
@@ -203,16 +202,16 @@ CLAIMX_ATTACHMENTS = InventorySpec(
 )
 
 
-def media_download_tasks(events: pl.DataFrame) -> list[ClaimXDownloadTask]:
-    """For a backfill: one task per ``PROJECT_FILE_ADDED`` row of ``claimx_events``, without a
-    link (the refresher fetches a fresh one)."""
-    added = events.filter(pl.col("event_type") == ClaimXEventType.PROJECT_FILE_ADDED.value)
+def media_download_tasks(event: dict[str, Any]) -> list[ClaimXDownloadTask]:
+    """For a backfill: the media download of a ``PROJECT_FILE_ADDED`` row of ``claimx_events``,
+    without a link (the refresher fetches a fresh one)."""
+    if event["event_type"] != ClaimXEventType.PROJECT_FILE_ADDED.value:
+        return []
     return [
         ClaimXDownloadTask(
-            media_id=row["media_id"],
-            project_id=row["project_id"],
-            source_event_id=row["event_id"],
-            source=SourceEvent.of_row(row),
+            media_id=event["media_id"],
+            project_id=event["project_id"],
+            source_event_id=event["event_id"],
+            source=SourceEvent.of_row(event),
         )
-        for row in added.iter_rows(named=True)
     ]

@@ -1,20 +1,31 @@
-"""Validation helpers shared by every message schema."""
+"""Validation helpers shared by every message schema: bounded, time-zone aware, valid JSON."""
 
 from __future__ import annotations
 
+import math
 import re
-from datetime import datetime, timezone
-from typing import Annotated, TypeVar
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstraints, ValidationError
+import pydantic_core
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StringConstraints, ValidationError
 
-from pipeline_defs.lib.dlq import RejectedRecord
+from pipeline_defs.lib.guard import RejectedRecord
+from pipeline_defs.lib.timestamps import as_utc
+from pipeline_defs.lib.url_safety import MAX_URL_LENGTH
 
 NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=512)]
 
+# A URL as events carry it: presigned links run to thousands of characters. Whether it may be
+# fetched is the downloader's decision (a blocked URL is that attachment's failure, not the event's).
+UrlStr = Annotated[str, StringConstraints(min_length=1, max_length=MAX_URL_LENGTH)]
+
+# Integers that fit the Delta (Arrow int64) columns they land in.
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+
 
 def _integer_as_text(value: object) -> object:
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**128 else value
 
 
 def _plain_id(value: str) -> str:
@@ -29,23 +40,40 @@ _ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # paths, blob paths and DLQ entry ids, so they are kept to a plain alphabet.
 Identifier = Annotated[NonEmptyStr, BeforeValidator(_integer_as_text), AfterValidator(_plain_id)]
 
-
-def _aware(value: datetime) -> datetime:
-    """Naive timestamps are taken as UTC (the Eventhouse exports ``utcDateTime``); aware ones
-    keep their offset (Arrow stores the instant in UTC either way)."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+# Naive timestamps are taken as UTC (the Eventhouse exports ``utcDateTime``); aware ones are
+# moved to UTC, and instants outside years 1-9999 are refused.
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_aware)]
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or Infinity; a number too large for a float (``1e400``) would become one."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("number out of range for JSON (NaN or Infinity)")
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_finite)]
 
 
 Model = TypeVar("Model", bound=BaseModel)
 
 
 def parsed(model: type[Model], raw: bytes) -> Model:
-    """``raw`` as ``model``, or a ``RejectedRecord`` saying why not."""
+    """``raw`` as ``model``, or a ``RejectedRecord`` saying why not. ``raw`` must be JSON as
+    RFC 8259 defines it (UTF-8, no NaN/Infinity), so what a table keeps of it stays valid JSON."""
     try:
-        return model.model_validate_json(raw)
+        document = pydantic_core.from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
+        raise RejectedRecord("malformed", f"not valid JSON: {exc}") from None
+    try:
+        return model.model_validate(document)
     except ValidationError as exc:
         raise rejection_from(exc) from None
 
@@ -54,9 +82,7 @@ def rejection_from(error: ValidationError) -> RejectedRecord:
     """A DLQ reason naming fields and problems but never echoing input values, which may
     carry presigned URLs or personal data."""
     problems = error.errors(include_url=False, include_input=False, include_context=False)
-    if any(p["type"] == "json_invalid" for p in problems):
-        return RejectedRecord("malformed", "not valid JSON: " + problems[0]["msg"])
     reason = "; ".join(
-        f"{'.'.join(str(part) for part in p['loc']) or '<root>'}: {p['msg']}" for p in problems
+        f"{'.'.join(str(part) for part in p['loc']) or '<root>'}: {p['msg']}" for p in problems[:10]
     )
     return RejectedRecord("invalid", reason)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline_defs.lib.dlq import SourceRecord, dead_letter_record
 from pipeline_defs.lib.failures import TaskFailure
 from pipeline_defs.lib.kafka import OutRecord
-from pipeline_defs.lib.kafka_to_delta import PARTITION_COLUMN
+from pipeline_defs.lib.sink import PARTITION_COLUMN
 from pipeline_defs.lib.schemas.common import UtcDatetime, parsed
 
 

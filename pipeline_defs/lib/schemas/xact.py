@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import polars as pl
 import pyarrow as pa
 from confluent_kafka import Message
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,8 +13,8 @@ from pipeline_defs.lib.attachments import InventorySpec
 from pipeline_defs.lib.blob_paths import xact_blob_path
 from pipeline_defs.lib.event_log import EventLogSpec
 from pipeline_defs.lib.kafka import OutRecord
-from pipeline_defs.lib.kafka_to_delta import PARTITION_COLUMN
-from pipeline_defs.lib.schemas.common import NonEmptyStr, UtcDatetime, parsed
+from pipeline_defs.lib.sink import PARTITION_COLUMN
+from pipeline_defs.lib.schemas.common import JsonObject, NonEmptyStr, UrlStr, UtcDatetime, parsed
 from pipeline_defs.lib.schemas.downloads import AttachmentTask
 from pipeline_defs.lib.schemas.tasks import SourceEvent
 
@@ -34,8 +33,8 @@ class XactEvent(BaseModel):
     event_subtype: NonEmptyStr
     timestamp: UtcDatetime
     source_system: NonEmptyStr = "xn"
-    payload: dict[str, Any] = Field(default_factory=dict)
-    attachments: Optional[list[NonEmptyStr]] = None
+    payload: JsonObject = Field(default_factory=dict)
+    attachments: Optional[list[UrlStr]] = None
 
     @property
     def assignment_id(self) -> Optional[str]:
@@ -92,7 +91,7 @@ class XactDownloadTask(AttachmentTask):
     """One attachment URL of one XACT event (the seeds' DownloadTaskMessage)."""
 
     trace_id: NonEmptyStr
-    attachment_url: NonEmptyStr
+    attachment_url: UrlStr
     status_subtype: NonEmptyStr
     assignment_id: Optional[str] = None
     estimate_version: Optional[str] = None
@@ -112,7 +111,7 @@ class XactDownloadTask(AttachmentTask):
 
     def blob_path(self, file_name: str) -> str:
         return xact_blob_path(
-            self.status_subtype, self.trace_id, self.assignment_id, self.estimate_version, file_name
+            self.status_subtype, self.trace_id, self.assignment_id, self.estimate_version, file_name, self.attachment_url
         )
 
 
@@ -130,25 +129,24 @@ XACT_TASK_COLUMNS = [
 ]
 
 
-def xact_download_tasks(events: pl.DataFrame) -> list[XactDownloadTask]:
-    """One task per attachment URL of each ``xact_events`` row."""
-    with_urls = events.filter(pl.col("attachment_urls").list.len() > 0).explode("attachment_urls")
+def xact_download_tasks(event: dict[str, Any]) -> list[XactDownloadTask]:
+    """One task per attachment URL of an ``xact_events`` row (lineage columns included)."""
     return [
         XactDownloadTask(
-            trace_id=row["trace_id"],
-            attachment_url=row["attachment_urls"],
-            status_subtype=row["status_subtype"],
-            assignment_id=row["assignment_id"],
-            estimate_version=row["estimate_version"],
-            event_timestamp=row["event_timestamp"],
-            source=SourceEvent.of_row(row),
+            trace_id=event["trace_id"],
+            attachment_url=url,
+            status_subtype=event["status_subtype"],
+            assignment_id=event["assignment_id"],
+            estimate_version=event["estimate_version"],
+            event_timestamp=event["event_timestamp"],
+            source=SourceEvent.of_row(event),
         )
-        for row in with_urls.iter_rows(named=True)
+        for url in event["attachment_urls"] or []
     ]
 
 
-def xact_download_task_records(events: pl.DataFrame) -> list[OutRecord]:
-    return [OutRecord(value=t.encode(), key=t.message_key) for t in xact_download_tasks(events)]
+def xact_download_task_records(event: dict[str, Any]) -> list[OutRecord]:
+    return [OutRecord(value=t.encode(), key=t.message_key) for t in xact_download_tasks(event)]
 
 
 XACT_ATTACHMENTS = InventorySpec(

@@ -31,7 +31,9 @@ from pipeline_defs.lib.claimx.enrichment import EnrichmentSink
 from pipeline_defs.lib.entities import merge_entities
 from pipeline_defs.lib.claimx.entities import ENTITY_TABLES
 from pipeline_defs.lib.kafka import OutRecord, Topic
-from pipeline_defs.lib.kafka_to_delta import BatchContext, IngestMode, IngestReport, consume_ranges
+from pipeline_defs.lib.dlq import DeadLetterTopic
+from pipeline_defs.lib.kafka_to_delta import consume_ranges
+from pipeline_defs.lib.sink import BatchContext, IngestMode, IngestReport
 from pipeline_defs.lib.offset_ranges import OffsetRange
 from pipeline_defs.lib.retries import Retries
 from pipeline_defs.lib.schemas.claimx import ClaimXDownloadTask
@@ -275,7 +277,7 @@ def test_a_file_event_of_an_unseen_project_fetches_the_project_first(resources, 
 
 
 def test_two_overlapping_enrichment_runs_merging_into_the_same_tables_both_succeed(
-    resources, topics, kafka, lake, instance, claimx_world, claimx_api, pipeline_config, monkeypatch
+    resources, topics, kafka, lake, instance, claimx_world, claimx_api, pipeline_config, files, monkeypatch
 ):
     """Two run processes enriching at once (the pool serialises them in deployment; this is
     what delta-rs' conflict check and the merge retries must survive without it)."""
@@ -304,7 +306,7 @@ def test_two_overlapping_enrichment_runs_merging_into_the_same_tables_both_succe
         sink = sinks[i] = EnrichmentSink(
             api=claimx_api,
             lake=lake,
-            retries=Retries(kafka, pipeline_config.retry_topics(pending), topics.claimx_enrichment_dlq),
+            retries=Retries(kafka, pipeline_config.retry_topics(pending), DeadLetterTopic(kafka, topics.claimx_enrichment_dlq, files)),
             downloads=Topic(kafka, topics.claimx_downloads_pending),
         )
         context = BatchContext(

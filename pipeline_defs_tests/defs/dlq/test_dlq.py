@@ -19,7 +19,6 @@ from pipeline_defs.defs.dlq.sensors import dlq_view_sensors
 from pipeline_defs.defs.xact.assets import xact_attachments, xact_events
 from pipeline_defs.defs.xact.sensors import xact_attachments_sensor, xact_events_sensor
 from pipeline_defs.lib.failures import FailureCategory, TaskFailure
-from pipeline_defs.lib.kafka import OutRecord
 from pipeline_defs.lib.schemas.tasks import parse_task, route_failure
 from pipeline_defs.lib.schemas.xact import XactDownloadTask
 from pipeline_defs.lib.settings import DlqSettings, PipelineConfigResource

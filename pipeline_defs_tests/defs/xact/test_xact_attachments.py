@@ -24,9 +24,10 @@ from pipeline_defs.defs.xact.sensors import (
     xact_events_sensor,
 )
 from pipeline_defs.lib import attachments as attachments_module
-from pipeline_defs.lib.delta_checks import blobs_match_inventory, keys_unique
+from pipeline_defs.lib.delta_checks import RunScope, blobs_match_inventory, keys_unique
 from pipeline_defs.lib.file_store import FileStoreResource
 from pipeline_defs.lib.settings import StorageSettings
+from pipeline_defs.lib.url_safety import url_digest
 from pipeline_defs.sim.attachment_host import AttachmentHost, file_body
 from pipeline_defs.sim.events import xact_event
 from pipeline_defs_tests.conftest import stack
@@ -82,7 +83,7 @@ def test_a_good_attachment_is_uploaded_and_recorded_once(resources, topics, kafk
     row = rows.row(0, named=True)
     body, _ = file_body("/files/T/report.pdf", 32 * 1024)
     assert row["trace_id"] == event["trace_id"] and row["attachment_url"] == url
-    assert row["blob_path"] == f"xact/documentsReceived/{event['trace_id']}/{event['payload']['assignmentId']}_report.pdf"
+    assert row["blob_path"] == f"xact/documentsReceived/{event['trace_id']}/{event['payload']['assignmentId']}_{url_digest(url)}_report.pdf"
     assert row["size_bytes"] == len(body) and row["content_type"] == "application/pdf"
     assert row["attempt_count"] == 1 and row["event_topic"] == topics.xact_events
     assert (Path(files.storage.files_root) / row["blob_path"]).read_bytes() == body
@@ -95,10 +96,10 @@ def test_a_good_attachment_is_uploaded_and_recorded_once(resources, topics, kafk
 
     # The checks see damage done behind the pipeline's back: a lost blob, a duplicated row.
     (Path(files.storage.files_root) / row["blob_path"]).unlink()
-    lost = blobs_match_inventory(lake, files, "xact_attachments", result.run_id, "blobs_exist_with_recorded_size")
+    lost = blobs_match_inventory(lake, files, "xact_attachments", RunScope(result.run_id), "blobs_exist_with_recorded_size")
     assert not lost.passed and lost.metadata["missing_or_wrong_size"].value == [row["blob_path"]]
     write_deltalake(lake.table_uri("xact_attachments"), inventory(lake).to_arrow(), mode="append", storage_options=lake.storage_options())
-    doubled = keys_unique(lake, "xact_attachments", ["trace_id", "attachment_url"], result.run_id, 1, "inventory_key_unique")
+    doubled = keys_unique(lake, "xact_attachments", ["trace_id", "attachment_url"], RunScope(result.run_id), 1, "inventory_key_unique")
     assert not doubled.passed and doubled.metadata["duplicated_keys"].value == 1
 
 
@@ -182,14 +183,15 @@ def test_retry_after_skips_to_a_retry_topic_that_waits_long_enough(resources, to
 
 
 def test_path_traversal_in_a_file_name_stays_in_its_folder(resources, topics, kafka, lake, files, instance, host):
-    event = event_with(host.url("files/..%2F..%2F..%2Fetc%2Fpasswd.pdf"))
+    url = host.url("files/..%2F..%2F..%2Fetc%2Fpasswd.pdf")
+    event = event_with(url)
     produce_events(kafka, topics.xact_events, [event])
     ingest_events(resources, instance)
 
     run_sensor(xact_attachments_sensor, resources, instance)
 
     (blob_path,) = inventory(lake)["blob_path"].to_list()
-    assert blob_path == f"xact/documentsReceived/{event['trace_id']}/{event['payload']['assignmentId']}_passwd.pdf"
+    assert blob_path == f"xact/documentsReceived/{event['trace_id']}/{event['payload']['assignmentId']}_{url_digest(url)}_passwd.pdf"
     assert ".." not in blob_path
 
 
