@@ -52,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
             continue
         command.add_argument("--ids", nargs="*", default=[])
         command.add_argument("--category")
-        command.add_argument("--after", type=parse_moment, help="ISO time with zone, e.g. 2026-12-01T08:00:00Z")
-        command.add_argument("--before", type=parse_moment, help="ISO time with zone")
+        command.add_argument("--after", type=_moment, help="ISO time with zone, e.g. 2026-12-01T08:00:00Z")
+        command.add_argument("--before", type=_moment, help="ISO time with zone")
         command.add_argument("--max", type=_count, default=100, help=f"1 to {MAX_SELECTION}")
         command.add_argument("--status", nargs="*", default=[WAITING], choices=list(STATUSES))
         if name != "list":
@@ -65,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
         if name == "purge":
             command.add_argument("--confirm", action="store_true", help="required: purge removes entries")
     return parser
+
+
+def _moment(text: str) -> datetime:
+    try:
+        return parse_moment(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _count(text: str) -> int:

@@ -77,3 +77,18 @@ def test_claimx_assets_checks_and_sensors_are_in_the_ui():
     for name in ("claimx_events_kafka_sensor", "claimx_enrichment_pending_sensor", "claimx_enrichment_retry_sensor", "claimx_attachments_pending_sensor", "claimx_attachments_retry_sensor"):
         assert defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING
     assert defs.resolve_job_def("claimx_entities_job").partitions_def is not None
+
+
+def test_every_delta_writer_fed_by_kafka_has_a_pool_and_every_kafka_table_a_health_check():
+    """One writer per table: overlapping runs of an attachment asset would download each
+    other's work. And each Kafka-fed table says whether its consumer keeps up."""
+    graph = defs.resolve_asset_graph()
+    for key in ("xact_events", "xact_attachments", "claimx_events", "claimx_attachments", "claimx_enrichment_log"):
+        node = graph.get(dg.AssetKey(key))
+        assert node.pools, key
+    health = {key.asset_key.path[-1] for key in graph.asset_check_keys if key.name == "consumer_keeps_up"}
+    assert health >= {"xact_events", "xact_attachments", "claimx_events", "claimx_enrichment_log", "claimx_attachments", "dlq_xact_events"}
+    assert defs.resolve_sensor_def("run_failure_alert_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    reset = defs.resolve_job_def("kafka_offsets_reset_job")
+    (op,) = reset.all_node_defs
+    assert {"table", "topic", "partitions", "to", "confirm"} <= set(op.config_schema.config_type.fields)

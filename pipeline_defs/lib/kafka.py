@@ -215,8 +215,9 @@ class KafkaResource(dg.ConfigurableResource):
 
     def _topic_max_bytes(self, topic: str) -> Optional[int]:
         resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        admin = self.admin()  # held until the answer: a future dies with its client
         try:
-            future = self.admin().describe_configs([resource], request_timeout=self.connection.request_timeout_s)[resource]
+            future = admin.describe_configs([resource], request_timeout=self.connection.request_timeout_s)[resource]
             entry = future.result(timeout=self.connection.request_timeout_s).get("max.message.bytes")
             return int(entry.value) if entry is not None and entry.value else None
         except Exception:  # noqa: BLE001 - not every cluster answers DescribeConfigs (Event Hubs)

@@ -10,6 +10,17 @@
     /expired/<any>                  403 "Request has expired", like S3
     /redirect?to=<url>              302 to <url>
     /garbage/<any>                  bytes that are not an HTTP response, then the connection closes
+    /gzip/<any>.<ext>               the file, gzip-compressed, with Content-Encoding: gzip
+    /bomb/<bytes>/<any>.<ext>       a few KB of gzip that inflate to <bytes> bytes
+    /encoded/<encoding>/<any>.<ext> the file, labelled with Content-Encoding: <encoding>
+    /drip/<seconds>/<any>.<ext>     headers now, then one byte every <seconds>
+    /retry-after/<value>/<any>      503 with Retry-After: <value> (percent-decoded)
+    /raw-redirect?to=<location>     302 with exactly that Location, however broken
+    /loop/<any>                     302 to itself
+    /long-header/<any>.<ext>        the file, with a 20 kB response header
+    /short/<any>.<ext>              Content-Length promises more than the body holds
+    /empty/<any>.<ext>              200, the right content type, no body
+    /disposition/<any>?cd=<value>   a PDF named only by Content-Disposition: <value>
 
 ``fail(path, status)`` makes a path answer ``status`` until ``heal(path)``; ``outage(status)``
 does it for every path until ``outage(None)``.
@@ -18,7 +29,9 @@ does it for every path until ``outage(None)``.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
+import zlib
 import ssl
 from collections import Counter
 from typing import Optional
@@ -77,6 +90,7 @@ class AttachmentHost(LocalHttpServer):
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/redirect", self._redirect)
+        app.router.add_get("/raw-redirect", self._raw_redirect)
         app.router.add_get("/{kind}/{tail:.+}", self._serve)
         return app
 
@@ -113,6 +127,8 @@ class AttachmentHost(LocalHttpServer):
             return web.Response()  # never reaches the closed connection
         if kind == "slow":
             return await self._stream(request, path, self.file_size, delay_s=float(head))
+        if kind in ODDITIES:
+            return await ODDITIES[kind](self, request, path, head)
         if kind == "big":
             return await self._stream(request, path, int(head))
         return web.Response(status=404)
@@ -138,6 +154,87 @@ class AttachmentHost(LocalHttpServer):
             self.streaming -= 1
         return response
 
+    async def _raw_redirect(self, request: web.Request) -> web.Response:
+        self.requests[request.path] += 1
+        return web.Response(status=302, headers={"Location": request.query["to"]})
+
     async def _redirect(self, request: web.Request) -> web.Response:
         self.requests[request.path] += 1
         raise web.HTTPFound(request.query["to"])
+
+
+# ---- what hostile or broken hosts send -----------------------------------------------------
+
+
+async def _gzip(host: AttachmentHost, request: web.Request, path: str, head: str) -> web.StreamResponse:
+    body, content_type = file_body(path, host.file_size)
+    return web.Response(body=gzip.compress(body), headers={"Content-Type": content_type, "Content-Encoding": "gzip"})
+
+
+async def _bomb(host: AttachmentHost, request: web.Request, path: str, head: str) -> web.StreamResponse:
+    magic, content_type = _kind(path)
+    inflated = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    chunk = bytes(CHUNK)
+    pieces = [inflated.compress(magic)] + [inflated.compress(chunk) for _ in range(int(head) // CHUNK)] + [inflated.flush()]
+    return web.Response(body=b"".join(pieces), headers={"Content-Type": content_type, "Content-Encoding": "gzip"})
+
+
+async def _encoded(host: AttachmentHost, request: web.Request, path: str, head: str) -> web.StreamResponse:
+    body, content_type = file_body(path, host.file_size)
+    return web.Response(body=body, headers={"Content-Type": content_type, "Content-Encoding": unquote(head)})
+
+
+async def _drip(host: AttachmentHost, request: web.Request, path: str, head: str) -> web.StreamResponse:
+    body, content_type = file_body(path, host.file_size)
+    response = web.StreamResponse(headers={"Content-Type": content_type, "Content-Length": str(len(body))})
+    await response.prepare(request)
+    for byte in body:
+        await response.write(bytes([byte]))
+        await asyncio.sleep(float(head))
+    return response
+
+
+async def _retry_after(host: AttachmentHost, request: web.Request, path: str, head: str) -> web.StreamResponse:
+    return web.Response(status=503, headers={"Retry-After": unquote(head)}, text="busy")
+
+
+async def _loop(host: AttachmentHost, request: web.Request, path: str, head: str) -> web.StreamResponse:
+    return web.Response(status=302, headers={"Location": path})
+
+
+async def _long_header(host: AttachmentHost, request: web.Request, path: str, head: str) -> web.StreamResponse:
+    body, content_type = file_body(path, host.file_size)
+    return web.Response(body=body, headers={"Content-Type": content_type, "X-Padding": "x" * 20_000})
+
+
+async def _short(host: AttachmentHost, request: web.Request, path: str, head: str) -> web.StreamResponse:
+    body, content_type = file_body(path, 64)
+    request.transport.write(
+        f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(body) * 10}\r\n\r\n".encode() + body
+    )
+    request.transport.close()
+    return web.Response()  # never reaches the closed connection
+
+
+async def _empty(host: AttachmentHost, request: web.Request, path: str, head: str) -> web.StreamResponse:
+    _, content_type = _kind(path)
+    return web.Response(body=b"", headers={"Content-Type": content_type})
+
+
+async def _disposition(host: AttachmentHost, request: web.Request, path: str, head: str) -> web.StreamResponse:
+    body, content_type = file_body("x.pdf", host.file_size)
+    return web.Response(body=body, headers={"Content-Type": content_type, "Content-Disposition": request.query["cd"]})
+
+
+ODDITIES = {
+    "gzip": _gzip,
+    "bomb": _bomb,
+    "encoded": _encoded,
+    "drip": _drip,
+    "retry-after": _retry_after,
+    "loop": _loop,
+    "long-header": _long_header,
+    "short": _short,
+    "empty": _empty,
+    "disposition": _disposition,
+}

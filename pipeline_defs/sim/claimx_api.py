@@ -6,7 +6,9 @@
 
 It can be told to misbehave the ways the real one does: ``not_found(project_id)`` (404 for that
 project and its children, until ``restore``), ``storm(503, requests=None)`` (every request fails until ``calm()``),
-``delay(seconds)`` (slow answers), ``garble(project_id)`` (answers the client cannot parse) and
+``delay(seconds)`` (slow answers), ``garble(project_id)`` (answers the client cannot parse),
+``poison(project_id, body, endpoint)`` (exactly these bytes, however hostile, as a 200 JSON
+answer, for one endpoint or all) and
 ``expire_links(media_ids)`` (the next media listing hands out links that have already expired). ``requests`` counts calls by endpoint, ``max_in_flight``
 the most answered at once; ``GET /_stats`` reports both.
 """
@@ -14,6 +16,7 @@ the most answered at once; ``GET /_stats`` reports both.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from typing import Any, Awaitable, Callable, Optional
 
@@ -37,7 +40,7 @@ class ClaimXApiDouble(LocalHttpServer):
         self._storm_status: Optional[int] = None
         self._storm_left: Optional[int] = None
         self._storm_retry_after: Optional[int] = None
-        self._garbled: set[str] = set()
+        self._poisoned: dict[tuple[str, Optional[str]], bytes] = {}
         self._delay_s = 0.0
         self._expire_next: set[str] = set()
 
@@ -58,7 +61,12 @@ class ClaimXApiDouble(LocalHttpServer):
 
     def garble(self, project_id: str) -> None:
         """Answer for this project (and its children) with JSON the client cannot use."""
-        self._garbled.add(project_id)
+        self.poison(project_id, json.dumps({"unexpected": True}).encode())
+
+    def poison(self, project_id: str, body: bytes, endpoint: Optional[str] = None) -> None:
+        """Answer ``body`` for this project and its children on ``endpoint`` (all endpoints when
+        None; lists get a JSON object as their one item), with status 200 and a JSON content type."""
+        self._poisoned[(project_id, endpoint)] = body
 
     def delay(self, seconds: float) -> None:
         self._delay_s = seconds
@@ -115,9 +123,11 @@ class ClaimXApiDouble(LocalHttpServer):
                 return web.json_response({"error": "unavailable"}, status=self._storm_status, headers=headers)
             item_id = request.match_info["id"]
             project_id = item_id if endpoint.startswith("project") else owner(item_id)
-            if project_id in self._garbled:  # valid JSON, but not what the endpoint promises
-                garbled = {"unexpected": True}
-                return web.json_response([garbled] if endpoint in LIST_ENDPOINTS else garbled)
+            body = self._poisoned.get((project_id, endpoint), self._poisoned.get((project_id, None)))
+            if body is not None:
+                if endpoint in LIST_ENDPOINTS and body.lstrip().startswith(b"{"):
+                    body = b"[" + body + b"]"
+                return web.Response(body=body, content_type="application/json")
             document = None if project_id in self._missing else answer(item_id)
             if document is None:
                 return web.json_response({"error": "not found"}, status=404)

@@ -152,3 +152,76 @@ def _self_signed(folder: Path, host_name: str) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_file, key_file)
     return context
+
+
+def bounded(attachment_http, **changes):
+    return attachment_http.model_copy(update={"settings": attachment_http.settings.model_copy(update=changes)})
+
+
+def test_a_compressed_body_is_decompressed_before_its_type_is_checked(attachment_http, tmp_path, host):
+    (result,), _ = fetch(attachment_http, tmp_path, host.url("gzip/z.pdf"))
+    expected, _ = file_body("/gzip/z.pdf", 64 * 1024)
+    assert isinstance(result, DownloadedFile) and result.content.read() == expected
+    assert result.sha256 == hashlib.sha256(expected).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "path, code, changes",
+    [
+        (f"bomb/{256 * 1024 * 1024}/b.pdf", "too_large", {"max_file_bytes": 1024 * 1024}),
+        ("encoded/br/b.pdf", "unsupported_encoding", {}),
+        ("encoded/gzip/b.pdf", "bad_encoding", {}),  # labelled gzip, but it is not
+        ("drip/0.2/d.pdf", "deadline_exceeded", {"download_deadline_s": 2.0}),
+        ("files/big.pdf", "too_large", {"temp_disk_bytes": 1024}),  # larger than the whole disk budget
+        ("loop/l.pdf", "too_many_redirects", {}),
+    ],
+)
+def test_hostile_answers_fail_that_attachment_only(attachment_http, tmp_path, host, path, code, changes):
+    (result,), _ = fetch(bounded(attachment_http, **changes), tmp_path, host.url(path))
+    assert isinstance(result, TaskFailure) and result.code == code, result
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_downloads_wait_for_room_in_the_disk_budget_and_release_it(attachment_http, tmp_path, host):
+    budget_for_two = bounded(attachment_http, temp_disk_bytes=2 * 8 * 1024 * 1024, chunk_bytes=1024 * 1024, concurrency=8)
+    urls = [host.url(f"files/budget/{i}.pdf") for i in range(8)]
+
+    peak = 0
+
+    async def run():
+        nonlocal peak
+        async with budget_for_two.downloader(tmp_path) as downloader:
+
+            async def one(url):  # as the sink does: the file is uploaded, then discarded
+                nonlocal peak
+                result = await downloader.download(url)
+                peak = max(peak, downloader.budget.used)
+                await asyncio.sleep(0.2)
+                if isinstance(result, DownloadedFile):
+                    result.discard()
+                return result
+
+            results = await asyncio.gather(*(one(url) for url in urls))
+            return results, downloader.budget.used
+
+    results, after = asyncio.run(run())
+    assert all(isinstance(r, DownloadedFile) for r in results), results
+    assert after == 0 and peak <= 2 * 8 * 1024 * 1024
+
+
+def test_a_full_temporary_disk_fails_the_run_not_the_attachment(attachment_http, tmp_path, host, monkeypatch):
+    import pipeline_defs.lib.downloader as downloader_module
+
+    class FullDisk:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def write(self, chunk):
+            raise OSError(28, "No space left on device")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(downloader_module.tempfile, "SpooledTemporaryFile", FullDisk)
+    with pytest.raises(downloader_module.TempStorageUnavailable):
+        fetch(attachment_http, tmp_path, host.url("files/full.pdf"))

@@ -111,3 +111,8 @@ def test_oauthbearer_takes_tokens_from_azure_identity_for_the_event_hub_scope():
     assert config["sasl.mechanisms"] == "OAUTHBEARER" and config["security.protocol"] == "SASL_SSL"
     assert config["oauth_cb"]("ignored") == ("jwt-token", 1_900_000_000.0)
     assert credential.scopes == [scope]
+
+
+def test_dlq_topics_take_larger_records_than_their_sources(kafka, topics, pipeline_config):
+    for dlq, source in pipeline_config.dead_letter_sources().items():
+        assert kafka.max_message_bytes(dlq) >= kafka.max_message_bytes(source) + 64 * 1024, dlq

@@ -24,9 +24,11 @@ from pipeline_defs.lib.settings import PipelineConfigResource
 
 
 class ResetTo(str, Enum):
-    EARLIEST = "earliest"
-    LATEST = "latest"
-    OFFSET = "offset"
+    """Where to: Dagster's config names enum members, so the names are what operators type."""
+
+    earliest = "earliest"
+    latest = "latest"
+    offset = "offset"
 
 
 def build_reset_job(feeds: Sequence[KafkaFeed]) -> dg.JobDefinition:
@@ -37,7 +39,7 @@ def build_reset_job(feeds: Sequence[KafkaFeed]) -> dg.JobDefinition:
         table: Table = Field(description="The Kafka-fed table whose consumer is reset")  # type: ignore[valid-type]
         topic: str = Field(description="One of the table's topics")
         partitions: list[int] = Field(default=[], description="Partitions to reset; empty: all")
-        to: ResetTo = Field(default=ResetTo.EARLIEST, description="earliest, latest, or offset")
+        to: ResetTo = Field(default=ResetTo.earliest, description="earliest, latest, or offset")
         offset: Optional[int] = Field(default=None, ge=0, description="With to: offset")
         reason: str = Field(description="Why; written to the run's metadata")
         confirm: bool = Field(default=False, description="Must be true: later runs read from the new offsets")
@@ -57,7 +59,7 @@ def build_reset_job(feeds: Sequence[KafkaFeed]) -> dg.JobDefinition:
             raise dg.Failure(description=f"{config.topic!r} is not a topic of {table_name}")
         if not config.confirm:
             raise dg.Failure(description="refused: set confirm to true to reset offsets")
-        if config.to is ResetTo.OFFSET and config.offset is None:
+        if config.to is ResetTo.offset and config.offset is None:
             raise dg.Failure(description="to: offset needs an offset")
         cluster = source_kafka if feed.cluster == "source_kafka" else kafka
         states = cluster.partition_states(config.topic, cluster.connection.request_timeout_s)
@@ -66,7 +68,7 @@ def build_reset_job(feeds: Sequence[KafkaFeed]) -> dg.JobDefinition:
         if unknown:
             raise dg.Failure(description=f"{config.topic} has no partitions {unknown}")
         target = {
-            p: states[p].low if config.to is ResetTo.EARLIEST else states[p].high if config.to is ResetTo.LATEST else int(config.offset or 0)
+            p: states[p].low if config.to is ResetTo.earliest else states[p].high if config.to is ResetTo.latest else int(config.offset or 0)
             for p in chosen
         }
         group = feed.group_id(pipeline)

@@ -17,8 +17,9 @@ from pipeline_defs.lib.url_safety import MAX_URL_LENGTH
 NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=512)]
 
 # A URL as events carry it: presigned links run to thousands of characters. Whether it may be
-# fetched is the downloader's decision (a blocked URL is that attachment's failure, not the event's).
-UrlStr = Annotated[str, StringConstraints(min_length=1, max_length=MAX_URL_LENGTH)]
+# fetched (at most MAX_URL_LENGTH) is the downloader's decision: a blocked URL is that
+# attachment's failure, not the event's.
+UrlStr = Annotated[str, StringConstraints(min_length=1, max_length=8 * MAX_URL_LENGTH)]
 
 # Integers that fit the Delta (Arrow int64) columns they land in.
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]

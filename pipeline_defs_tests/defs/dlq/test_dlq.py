@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import uuid
+from dataclasses import replace
 
 import dagster as dg
 import polars as pl
 import pytest
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from pipeline_defs import dlq as dlq_cli
 from pipeline_defs.defs import dlq, xact
@@ -16,9 +19,13 @@ from pipeline_defs.defs.dlq.assets import dlq_view_assets
 from pipeline_defs.defs.dlq.checks import dlq_checks, graded
 from pipeline_defs.defs.dlq.operations import dlq_purge_job, dlq_replay_job, dlq_resolve_job, launched_by
 from pipeline_defs.defs.dlq.sensors import dlq_view_sensors
+from pipeline_defs.defs.dlq.views import DLQ_VIEWS
+from pipeline_defs.lib.dlq_operations import DlqFilter, Operation
+from pipeline_defs.lib.dlq_operations import replay as replay_entries
 from pipeline_defs.defs.xact.assets import xact_attachments, xact_events
 from pipeline_defs.defs.xact.sensors import xact_attachments_sensor, xact_events_sensor
 from pipeline_defs.lib.failures import FailureCategory, TaskFailure
+from pipeline_defs.lib.kafka import OutRecord
 from pipeline_defs.lib.schemas.tasks import parse_task, route_failure
 from pipeline_defs.lib.schemas.xact import XactDownloadTask
 from pipeline_defs.lib.settings import DlqSettings, PipelineConfigResource
@@ -345,3 +352,103 @@ def test_category_and_max_count_filters_pick_the_oldest_matching_entries(resourc
     assert [statuses[e] for e, c in categories.items() if c == "auth"] == ["replayed"]
     assert sorted(statuses[e] for e, c in categories.items() if c == "permanent") == ["replayed", "replayed", "waiting"]
     assert audit(lake).sort("at")["entry_count"].to_list() == [1, 2]
+
+
+def test_an_oversized_dead_letter_goes_by_claim_check_and_replays_its_exact_bytes(
+    resources, topics, kafka, lake, files, instance, consume_all
+):
+    """The DLQ topic holds 1 MB (Event Hubs' limit) while the source took a 1.5 MB record."""
+    admin = kafka.admin()
+    limits = {topics.xact_events: str(4 * 1024 * 1024), topics.xact_events_dlq: str(1024 * 1024)}
+    entries = [ConfigResource(ConfigResource.Type.TOPIC, t, incremental_configs=[ConfigEntry("max.message.bytes", v, incremental_operation=AlterConfigOpType.SET)]) for t, v in limits.items()]
+    for future in admin.incremental_alter_configs(entries).values():
+        future.result(30)
+    original = b"\x00not json" * 150_000
+    kafka.produce(topics.xact_events, [OutRecord(original, b"k1", [("traceparent", b"00-abc")])])
+    run_pipeline(resources, instance)
+
+    (dead,) = consume_all(topics.xact_events_dlq)
+    claim = json.loads(dead.value())["claim_check"]
+    assert claim["size"] == len(original) and claim["sha256"] == hashlib.sha256(original).hexdigest()
+    (entry,) = view(lake, "xact_events").to_dicts()
+    assert entry["error_category"] == "malformed" and len(entry["payload"]) < 1024
+
+    assert replay(resources, instance, dlq="xact_events", dry_run=False, reason="claim check").success
+    replayed = consume_all(topics.xact_events)[-1]
+    assert replayed.value() == original and replayed.key() == b"k1"
+    assert ("traceparent", b"00-abc") in replayed.headers()
+
+
+def test_a_replay_that_died_midway_is_finished_by_its_reexecution_and_nothing_else_is_sent_again(
+    resources, topics, kafka, lake, instance, host, consume_all
+):
+    produce_events(kafka, topics.xact_events, [event_with(host.url("status/404/a.pdf"), host.url("status/404/b.pdf"))])
+    run_pipeline(resources, instance)
+    first, second = view(lake, "xact_downloads").sort("entry_id")["entry_id"].to_list()
+    # A first run marked both entries replaying, sent one and died (the second stays marked).
+    root = str(uuid.uuid4())
+    spec = DLQ_VIEWS["xact_downloads"]
+    dying = Operation("replay", "xact_downloads", DlqFilter(ids=(first, second)), "host back", root, "test", operation_id=root)
+    lake.load(spec.table).update(updates={"status": "'replaying'", "status_run_id": f"'{root}'"}, predicate="true")
+    lake.load(spec.table).update(updates={"status": "'replayed'"}, predicate=f"entry_id = '{first}'")
+    pending_before = len(consume_all(topics.xact_downloads_pending))
+
+    result = replay_entries(lake, {"kafka": kafka, "source_kafka": kafka}, resources["files"], resources["pipeline"], spec, replace(dying, run_id="re-executed", filters=DlqFilter()))
+
+    assert result.entry_ids == [second]  # only what the dead run left unfinished
+    assert len(consume_all(topics.xact_downloads_pending)) == pending_before + 1
+    assert set(view(lake, "xact_downloads")["status"]) == {"replayed"}
+
+
+class Recording:
+    """A cluster that only records what it was asked to produce."""
+
+    def __init__(self):
+        self.sent: list[str] = []
+
+    def produce(self, topic, records):
+        self.sent += [topic] * len(list(records))
+        return len(self.sent)
+
+
+def test_event_dead_letters_replay_to_the_source_cluster_and_task_dead_letters_to_the_pipeline(
+    resources, topics, kafka, lake, instance, host
+):
+    produce_raw(kafka, topics.xact_events, MALFORMED_MESSAGES[:1])
+    produce_events(kafka, topics.xact_events, [event_with(host.url("status/404/c.pdf"))])
+    run_pipeline(resources, instance)
+    source, pipeline_cluster = Recording(), Recording()
+    clusters = {"source_kafka": source, "kafka": pipeline_cluster}
+
+    for name in ("xact_events", "xact_downloads"):
+        op = Operation("replay", name, DlqFilter(), "where to", f"op-{name}", "test")
+        replay_entries(lake, clusters, resources["files"], resources["pipeline"], DLQ_VIEWS[name], op)
+
+    assert source.sent == [topics.xact_events]
+    assert pipeline_cluster.sent == [topics.xact_downloads_pending]
+
+
+@pytest.mark.parametrize(
+    "config, complaint",
+    [
+        ({"seen_after": "2026-12-01T08:00:00"}, "time zone"),
+        ({"seen_before": "yesterday"}, "seen_before"),
+        ({"max_count": -1}, "max_count"),
+        ({"max_count": 0}, "max_count"),
+        ({"statuses": ["lost"]}, "unknown statuses"),
+    ],
+)
+def test_filters_that_would_mislead_are_refused_before_anything_runs(resources, lake, instance, config, complaint):
+    result = replay(resources, instance, dlq="xact_downloads", dry_run=False, **config)
+
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert complaint in failure.step_failure_data.error.to_string()
+    assert audit(lake).height == 0  # refused before it touched anything
+
+
+@pytest.mark.parametrize("argv, complaint", [(["list", "--after", "2026-12-01T08:00:00"], "time zone"), (["list", "--max", "-3"], "between 1 and")])
+def test_the_cli_refuses_a_naive_time_and_a_negative_count(capsys, argv, complaint):
+    with pytest.raises(SystemExit):
+        dlq_cli.main(argv)
+    assert complaint in capsys.readouterr().err

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+from confluent_kafka import Producer
+from deltalake import write_deltalake
 
 from pipeline_defs.defs import xact
 from pipeline_defs.defs.xact.assets import xact_events
 from pipeline_defs.defs.xact.sensors import xact_events_sensor
 from pipeline_defs.lib.offset_ranges import RANGES_TAG, TOPIC_TAG, decode_cursor
 from pipeline_defs.lib.settings import IngestSettings, PipelineConfigResource
-from pipeline_defs.sim.events import MALFORMED_MESSAGES
+from pipeline_defs.sim.events import MALFORMED_MESSAGES, encode
 from pipeline_defs_tests.conftest import stack
 from pipeline_defs_tests.kafka_helpers import (
     execute,
@@ -232,3 +234,52 @@ def test_start_from_latest_skips_what_was_there_and_takes_what_comes(resources, 
         execute(xact_events, request, latest, instance)
 
     assert set(table_rows(lake, "xact_events")["trace_id"]) == {e["trace_id"] for e in new}
+
+
+def test_a_reexecuted_run_is_checked_on_the_rows_of_its_ranges_not_on_none(resources, topics, kafka, lake, instance):
+    produce_events(kafka, topics.xact_events, sample_events(40))
+    data, _ = ingest_all(resources, instance)
+    # Damage behind the pipeline's back: a row of the run's ranges written twice.
+    rows = table_rows(lake, "xact_events")
+    write_deltalake(lake.table_uri("xact_events"), rows.head(1).to_arrow(), mode="append", partition_by=["ingestion_date"])
+
+    request = data.run_requests[0]
+    again = dg.materialize([xact_events], partition_key=request.partition_key, tags=request.tags, resources=resources, instance=instance, raise_on_error=False)
+
+    assert not again.success  # the blocking check fails the re-execution, as it failed the first run
+    checks = {c.check_name: c.passed for c in again.get_asset_check_evaluations()}
+    assert checks["trace_id_unique"] is False  # its ranges hold a duplicate, whoever wrote it
+
+
+def test_a_backfill_after_a_lag_longer_than_the_dedup_window_adds_nothing(resources, topics, kafka, lake, instance):
+    """The stream files events by the day it reads them; a backfill re-reads by the day Kafka
+    stamped them. Three days of lag must not make the backfill write them twice."""
+    three_days_ago = datetime.now(timezone.utc) - timedelta(days=3)
+    events = sample_events(30, seed=5)
+    producer = Producer(kafka.client_config())
+    for event in events:
+        producer.produce(topics.xact_events, value=encode(event), key=event["trace_id"].encode(), timestamp=int(three_days_ago.timestamp() * 1000))
+    producer.flush(30)
+    ingest_all(resources, instance)  # today's partition, three days late
+    assert set(table_rows(lake, "xact_events")["ingestion_date"]) == {datetime.now(timezone.utc).date()}
+
+    backfill = dg.materialize([xact_events], partition_key=three_days_ago.date().isoformat(), resources=resources, instance=instance)
+
+    assert metadata_of(backfill)["rows_written"] == 0
+    rows = table_rows(lake, "xact_events")
+    assert rows.height == 30 and rows["trace_id"].n_unique() == 30
+
+
+def test_a_backfill_leaves_what_the_stream_has_not_read_yet_to_the_stream(resources, topics, kafka, lake, instance):
+    produce_events(kafka, topics.xact_events, sample_events(20))
+    first, _ = ingest_all(resources, instance)
+    later = sample_events(10, seed=77)
+    produce_events(kafka, topics.xact_events, later)
+    today = datetime.now(timezone.utc).date().isoformat()
+
+    backfill = dg.materialize([xact_events], partition_key=today, resources=resources, instance=instance)
+    assert metadata_of(backfill)["messages_read"] == 20  # only what the stream had passed
+
+    ingest_all(resources, instance, first.cursor)
+    rows = table_rows(lake, "xact_events")
+    assert rows.height == 30 and rows["trace_id"].n_unique() == 30

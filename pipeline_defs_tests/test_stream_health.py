@@ -1,0 +1,171 @@
+"""What operators see when a stream cannot go on: a stalled range, a recreated topic, a corrupt
+cursor, a failed run; and how they get it going again. Real broker, real Delta tables."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import dagster as dg
+import pytest
+
+from pipeline_defs.defs import health, xact
+from pipeline_defs.defs.health.alerts import run_failure_alert_sensor
+from pipeline_defs.defs.xact.assets import xact_events
+from pipeline_defs.defs.xact.sensors import xact_events_sensor
+from pipeline_defs.lib.alerts import AlertWebhookResource
+from pipeline_defs.lib.offset_ranges import RANGES_TAG, TOPIC_TAG
+from pipeline_defs.lib.settings import IngestSettings, PipelineConfigResource
+from pipeline_defs_tests.kafka_helpers import execute, produce_events, sample_events, table_rows, tick
+
+CHECK = dg.AssetCheckKey(dg.AssetKey("xact_events"), "consumer_keeps_up")
+
+
+def ingest_all(resources, instance, cursor=None):
+    data = tick(xact_events_sensor, xact.defs, instance, resources, cursor)
+    for request in data.run_requests:
+        assert execute(xact_events, request, resources, instance).success
+    return data
+
+
+def evaluate_check(resources, instance) -> dg.AssetCheckEvaluation:
+    check_defs = [c for c in health.stream_checks if CHECK in c.check_keys]
+    result = dg.materialize(
+        [xact_events, *check_defs],
+        selection=dg.AssetSelection.checks(CHECK),
+        resources=resources,
+        instance=instance,
+    )
+    (evaluation,) = result.get_asset_check_evaluations()
+    return evaluation
+
+
+def reset_job(resources) -> dg.JobDefinition:
+    return dg.Definitions.merge(health.defs, dg.Definitions(resources=resources)).resolve_job_def("kafka_offsets_reset_job")
+
+
+def with_ingest(resources, **changes):
+    pipeline = resources["pipeline"]
+    return {**resources, "pipeline": PipelineConfigResource(topics=pipeline.topics, ingest=IngestSettings(**{**pipeline.ingest.model_dump(), **changes}))}
+
+
+def test_a_recreated_topic_is_named_by_the_sensor_and_the_check_and_the_reset_job_resumes_it(resources, topics, kafka, lake, instance):
+    produce_events(kafka, topics.xact_events, sample_events(90))
+    first = ingest_all(resources, instance)
+    admin = kafka.admin()
+    for future in admin.delete_topics([topics.xact_events], operation_timeout=30).values():
+        future.result(30)
+    kafka.create_topics([topics.xact_events], 3)
+    fresh = sample_events(9, seed=41)
+    produce_events(kafka, topics.xact_events, fresh)
+
+    stuck = tick(xact_events_sensor, xact.defs, instance, resources, first.cursor)
+
+    assert not stuck.run_requests
+    assert "below the next planned offset" in stuck.skip_message and "kafka_offsets_reset_job" in stuck.skip_message
+    evaluation = evaluate_check(resources, instance)
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR, evaluation.metadata
+    assert evaluation.metadata["offsets_past_log_end"].value  # names the partitions
+
+    reset = reset_job(resources).execute_in_process(
+        run_config={"ops": {"reset_kafka_offsets": {"config": {"table": "xact_events", "topic": topics.xact_events, "to": "earliest", "reason": "topic recreated", "confirm": True}}}},
+        resources=resources,
+        instance=instance,
+    )
+    assert reset.success
+    ingest_all(resources, instance, stuck.cursor or first.cursor)
+
+    rows = table_rows(lake, "xact_events")
+    assert rows.height == 99 and set(rows["trace_id"]) >= {e["trace_id"] for e in fresh}
+    assert evaluate_check(resources, instance).passed
+
+
+def test_the_reset_job_refuses_without_confirm(resources, topics, instance):
+    result = reset_job(resources).execute_in_process(
+        run_config={"ops": {"reset_kafka_offsets": {"config": {"table": "xact_events", "topic": topics.xact_events, "reason": "oops"}}}},
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert "confirm" in failure.step_failure_data.error.message
+
+
+def test_a_stalled_range_pauses_the_sensor_and_says_which_range_and_why(resources, topics, kafka, instance):
+    produce_events(kafka, topics.xact_events, sample_events(20))
+    stalling = with_ingest(resources, stall_after_failed_runs=3, stall_probe_interval_s=3600)
+    for _ in range(3):
+        run = instance.add_run(
+            dg.DagsterRun(job_name="xact_events_job", tags={TOPIC_TAG: topics.xact_events, RANGES_TAG: "0:0-7"}, status=dg.DagsterRunStatus.STARTED)
+        )
+        instance.report_run_failed(run, message="StorageUnavailable: upload to the lake failed")
+
+    paused = tick(xact_events_sensor, xact.defs, instance, stalling)
+
+    assert not paused.run_requests
+    assert paused.skip_message.startswith("stalled: the last 3 xact_events_job runs failed")
+    assert f"{topics.xact_events}@0:0-7" in paused.skip_message and "StorageUnavailable" in paused.skip_message
+    probing = tick(xact_events_sensor, xact.defs, instance, with_ingest(resources, stall_after_failed_runs=3, stall_probe_interval_s=0))
+    assert probing.run_requests  # once the probe interval has passed, planning tries again
+
+
+def test_a_corrupt_cursor_restarts_planning_from_the_committed_offsets(resources, topics, kafka, lake, instance):
+    produce_events(kafka, topics.xact_events, sample_events(50))
+    first = ingest_all(resources, instance)
+    produce_events(kafka, topics.xact_events, sample_events(10, seed=9))
+
+    for corrupt in ("{not json", '{"topics": {"t": {"0": "minus one"}}}', '{"topics": {"t": {"0": -5}}}', "[]"):
+        data = tick(xact_events_sensor, xact.defs, instance, resources, corrupt)
+        assert data.run_requests, corrupt
+    for request in data.run_requests:
+        execute(xact_events, request, resources, instance)
+    assert table_rows(lake, "xact_events").height == 60
+    assert first.cursor
+
+
+class Receiver(BaseHTTPRequestHandler):
+    posts: list = []
+
+    def do_POST(self):  # noqa: N802 - the http.server API
+        Receiver.posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    Receiver.posts = []
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/teams"
+    server.shutdown()
+
+
+def test_a_failed_run_is_posted_to_the_webhook_as_a_teams_card(instance, webhook):
+    run = instance.add_run(dg.DagsterRun(job_name="xact_events_job", tags={RANGES_TAG: "0:0-1"}, status=dg.DagsterRunStatus.STARTED))
+    instance.report_run_failed(run, message="KafkaUnavailableError: broker down")
+    failure = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)[-1].dagster_event
+
+    context = dg.build_run_status_sensor_context(
+        sensor_name=run_failure_alert_sensor.name, dagster_event=failure, dagster_instance=instance, dagster_run=instance.get_run_by_id(run.run_id)
+    )
+    run_failure_alert_sensor(context.for_run_failure(), alert_webhook=AlertWebhookResource(url=webhook, dagster_url="http://dagster.example"))
+
+    (message,) = Receiver.posts
+    assert message["type"] == "message"
+    card = message["attachments"][0]
+    assert card["contentType"] == "application/vnd.microsoft.card.adaptive"
+    facts = {f["title"]: f["value"] for f in card["content"]["body"][-1]["facts"]}
+    assert facts["run"] == run.run_id and facts["ranges"] == "0:0-1" and facts["job"] == "xact_events_job"
+    assert "broker down" in json.dumps(card)
+    assert card["content"]["actions"][0]["url"] == f"http://dagster.example/runs/{run.run_id}"
+
+
+def test_without_a_webhook_the_alert_is_logged(caplog):
+    assert AlertWebhookResource().post({"type": "message"}) is False
+    assert "no webhook configured" in caplog.text
