@@ -11,7 +11,6 @@ land, attachments and media included.
 
 from __future__ import annotations
 
-import gzip
 import json
 import random
 import uuid
