@@ -6,20 +6,19 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
-from pipeline_defs.lib.attachments import AttachmentInventorySink
-from pipeline_defs.lib.retries import Retries
-from pipeline_defs.lib.downloader import AttachmentHttpResource
-from pipeline_defs.lib.dlq import DeadLetterTopic
-from pipeline_defs.lib.sink import BatchContext, IngestMode, IngestReport
-from pipeline_defs.lib.schemas.tasks import SourceEvent
-from pipeline_defs.lib.schemas.xact import XACT_ATTACHMENTS, XactDownloadTask
-from pipeline_defs.lib.file_store import FileStoreResource
+from pipeline_defs.defs.xact.models import XACT_ATTACHMENTS, XactDownloadTask
+from pipeline_defs.lib.attachments.downloader import AttachmentHttpResource
+from pipeline_defs.lib.attachments.file_store import FileStoreResource
+from pipeline_defs.lib.attachments.inventory import AttachmentInventorySink
+from pipeline_defs.lib.dlq.records import DeadLetterTopic
+from pipeline_defs.lib.ingest.retries import Retries
+from pipeline_defs.lib.ingest.sink import BatchContext, IngestMode, IngestReport
+from pipeline_defs.lib.ingest.tasks import SourceEvent
 from pipeline_defs.lib.settings import DownloadSettings, StorageSettings
-from pipeline_defs.sim.attachment_host import AttachmentHost
-
-from bench.stack import BenchStack
+from pipeline_defs_tests.support.stack import LocalStack
+from pipeline_sim.attachment_host import AttachmentHost
 
 HOST = "attachments.bench"
 
@@ -38,7 +37,7 @@ def bench_http(concurrency: int) -> AttachmentHttpResource:
 
 
 def tasks_for(host: AttachmentHost, count: int, path: str = "files") -> list[XactDownloadTask]:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     batch = uuid.uuid4().hex[:8]
     return [
         XactDownloadTask(
@@ -62,7 +61,7 @@ def store_all(sink: AttachmentInventorySink, tasks: list[XactDownloadTask]) -> t
     return context.report, time.perf_counter() - started
 
 
-def concurrency_sweep(stack: BenchStack, file_size: int = 64 * 1024) -> list[dict]:
+def concurrency_sweep(stack: LocalStack, file_size: int = 64 * 1024) -> list[dict]:
     """Files/s and MB/s from the local host through the downloader into each store."""
     host = AttachmentHost(host_name=HOST, file_size=file_size).start_in_process()
     kafka = stack.kafka()

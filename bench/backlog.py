@@ -8,11 +8,11 @@ import time
 from bench.attachments import HOST
 from bench.daemon import pipeline, wait_until
 from bench.ingest import event_bytes, produce
-from bench.stack import BenchStack
-from pipeline_defs.sim.attachment_host import AttachmentHost
+from pipeline_defs_tests.support.stack import LocalStack
+from pipeline_sim.attachment_host import AttachmentHost
 
 
-def backlog(stack: BenchStack, events: int = 100_000, per_event: int = 2, files_on_azurite: bool = False) -> dict:
+def backlog(stack: LocalStack, events: int = 100_000, per_event: int = 2, files_on_azurite: bool = False) -> dict:
     host = AttachmentHost(host_name=HOST, file_size=64 * 1024).start_in_process()
     try:
         with pipeline(stack, max_events_per_run=100_000, files_on_azurite=files_on_azurite) as run:
@@ -21,7 +21,7 @@ def backlog(stack: BenchStack, events: int = 100_000, per_event: int = 2, files_
                 urls = [host.url(f"files/{run.name}/{i}/{n}.pdf") for n in range(per_event)]
                 return event_bytes(i, attachments=urls)
 
-            produce(run.resources["kafka"], run.settings.topics.xact_events, events, make=with_attachments)
+            produce(run.resources["kafka"], run.topics.xact.events, events, make=with_attachments)
             started = time.monotonic()
             run.start_daemon()
             series: list[tuple[float, int, int]] = []

@@ -12,13 +12,13 @@ import urllib.request
 
 from bench.daemon import pipeline, wait_until
 from bench.ingest import produce
-from bench.stack import BenchStack
-from pipeline_defs.sim.attachment_host import AttachmentHost
-from pipeline_defs.sim.claimx_api import ClaimXApiDouble
-from pipeline_defs.sim.claimx_events import ClaimXEventSource
-from pipeline_defs.sim.claimx_world import ClaimXWorld
-from pipeline_defs.sim.events import encode
-from pipeline_defs.sim.http_server import LocalHttpServer
+from pipeline_defs_tests.support.stack import LocalStack
+from pipeline_sim.attachment_host import AttachmentHost
+from pipeline_sim.claimx_api import ClaimXApiDouble
+from pipeline_sim.claimx_events import ClaimXEventSource
+from pipeline_sim.claimx_world import ClaimXWorld
+from pipeline_sim.events import encode
+from pipeline_sim.http_server import LocalHttpServer
 
 MEDIA_HOST = "media.claimx.bench"
 TOKEN = "bench-claimx-token"
@@ -29,28 +29,29 @@ def requests_served(server: LocalHttpServer) -> dict[str, int]:
         return json.load(answer)["requests"]
 
 
-def enrichment(stack: BenchStack, events: int = 20_000) -> dict:
+def enrichment(stack: LocalStack, events: int = 20_000) -> dict:
     media = AttachmentHost(host_name=MEDIA_HOST, file_size=16 * 1024).start_in_process()
     world = ClaimXWorld(media.base_url)
     source = ClaimXEventSource(world, random.Random(1))
     stream = [source.event() for _ in range(events)]  # the world now holds what they describe
     api = ClaimXApiDouble(world, token=TOKEN).start_in_process()
     claimx_env = {
-        "PIPELINE_CLAIMX_API__BASE_URL": api.base_url,
-        "PIPELINE_CLAIMX_API__TOKEN_ENV": "BENCH_CLAIMX_TOKEN",
+        "PIPELINE_CLAIMX__API__BASE_URL": api.base_url,
+        "PIPELINE_CLAIMX__API__TOKEN_ENV": "BENCH_CLAIMX_TOKEN",
         "BENCH_CLAIMX_TOKEN": TOKEN,
-        "PIPELINE_CLAIMX_MEDIA__ALLOWED_HOSTS": f'["{MEDIA_HOST}"]',
-        "PIPELINE_CLAIMX_MEDIA__ALLOW_HTTP": "true",
-        "PIPELINE_CLAIMX_MEDIA__ALLOWED_PORTS": "[]",
-        "PIPELINE_CLAIMX_MEDIA__LOOPBACK_HOSTS": f'["{MEDIA_HOST}"]',
-        "PIPELINE_CLAIMX_MEDIA__EXTRA_HOSTS": f'{{"{MEDIA_HOST}": "127.0.0.1"}}',
+        "PIPELINE_CLAIMX__MEDIA__ALLOWED_HOSTS": f'["{MEDIA_HOST}"]',
+        "PIPELINE_CLAIMX__MEDIA__ALLOW_HTTP": "true",
+        "PIPELINE_CLAIMX__MEDIA__ALLOWED_PORTS": "[]",
+        "PIPELINE_CLAIMX__MEDIA__LOOPBACK_HOSTS": f'["{MEDIA_HOST}"]',
+        "PIPELINE_CLAIMX__MEDIA__EXTRA_HOSTS": f'{{"{MEDIA_HOST}": "127.0.0.1"}}',
     }
     try:
         with pipeline(stack, max_events_per_run=50_000, extra_env=claimx_env) as run:
+
             def claimx_event(i: int) -> tuple[bytes, bytes]:
                 return encode(stream[i]), str(stream[i]["project_id"]).encode()
 
-            produce(run.resources["kafka"], run.settings.topics.claimx_events, events, make=claimx_event)
+            produce(run.resources["kafka"], run.topics.claimx.events, events, make=claimx_event)
             started = time.monotonic()
             run.start_daemon()
             series: list[tuple[float, int]] = []

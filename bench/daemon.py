@@ -12,19 +12,23 @@ import signal
 import subprocess
 import time
 import uuid
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from types import SimpleNamespace
+from typing import Optional
 
 import dagster as dg
 import polars as pl
 import psycopg2
 
-from bench.stack import AZURITE_KEY, ROOT, BenchStack
-from pipeline_defs.lib.delta import DeltaLakeResource
-from pipeline_defs.lib.resources import build_resources
-from pipeline_defs.lib.settings import PipelineSettings, StorageSettings, TopicNames
+from pipeline_defs.cli.topics import create_pipeline_topics
+from pipeline_defs.domains import PipelineSettings, build_resources, pipeline_topics
+from pipeline_defs.lib.delta.resource import DeltaLakeResource
+from pipeline_defs.lib.settings import CoreSettings, StorageSettings
+from pipeline_defs_tests.support.stack import AZURITE_KEY, ROOT, LocalStack
+from pipeline_defs_tests.support.topics import topic_env, unique_topics
 
 
 @dataclass
@@ -32,7 +36,8 @@ class PipelineUnderTest:
     name: str
     workdir: Path
     env: dict[str, str]
-    settings: PipelineSettings
+    settings: CoreSettings
+    topics: SimpleNamespace  # topics.xact.events, topics.claimx.enrichment_dlq, ...
     dagster_home: Path
     daemon: Optional[subprocess.Popen] = None
     resources: dict = field(default_factory=dict)
@@ -54,7 +59,7 @@ class PipelineUnderTest:
         return dg.DagsterInstance.from_config(str(self.dagster_home))
 
     def start_daemon(self) -> None:
-        log = open(self.workdir / "daemon.log", "ab")
+        log = open(self.workdir / "daemon.log", "ab")  # noqa: SIM115 - the daemon writes to it for its whole life
         self.daemon = subprocess.Popen(
             [str(ROOT / ".venv" / "bin" / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
             cwd=ROOT,
@@ -73,10 +78,8 @@ class PipelineUnderTest:
                 os.killpg(self.daemon.pid, signal.SIGKILL)
         # runs launched by the daemon live in their own processes
         for pid in run_processes(self.dagster_home):
-            try:
+            with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def run_worker_pid(instance: dg.DagsterInstance, run_id: str) -> Optional[int]:
@@ -105,7 +108,7 @@ def run_processes(dagster_home: Path) -> list[int]:
 
 @contextmanager
 def pipeline(
-    stack: BenchStack,
+    stack: LocalStack,
     *,
     max_events_per_run: int = 100_000,
     max_runs_per_tick: int = 4,
@@ -114,6 +117,7 @@ def pipeline(
     extra_env: Optional[dict[str, str]] = None,
 ) -> Iterator[PipelineUnderTest]:
     name = f"b{uuid.uuid4().hex[:8]}"
+    topics = unique_topics(name)
     workdir = stack.runs_dir / name
     dagster_home = workdir / "dagster_home"
     dagster_home.mkdir(parents=True)
@@ -129,22 +133,18 @@ def pipeline(
         "PIPELINE_CONFIG_FILE": "/nonexistent.yaml",
         "PIPELINE_SOURCE_KAFKA__BOOTSTRAP_SERVERS": stack.bootstrap_servers,
         "PIPELINE_KAFKA__BOOTSTRAP_SERVERS": stack.bootstrap_servers,
-        **{
-            f"PIPELINE_TOPICS__{field.upper()}": f"{name}.{default}"
-            for field, default in TopicNames().model_dump().items()
-            if isinstance(default, str)
-        },
-        "PIPELINE_TOPICS__PARTITIONS": "6",
+        **topic_env(topics),
+        "PIPELINE_INGEST__TOPIC_PARTITIONS": "6",
         "PIPELINE_STORAGE__LAKE_ROOT": str(workdir / "tables"),
         "PIPELINE_INGEST__CONSUMER_GROUP_PREFIX": name,
         "PIPELINE_INGEST__MAX_EVENTS_PER_RUN": str(max_events_per_run),
         "PIPELINE_INGEST__MAX_RUNS_PER_TICK": str(max_runs_per_tick),
         "PIPELINE_INGEST__RETRY_DELAYS_S": json.dumps(list(retry_delays_s)),
-        "PIPELINE_DOWNLOADS__ALLOWED_HOSTS": json.dumps(["attachments.bench"]),
-        "PIPELINE_DOWNLOADS__ALLOW_HTTP": "true",
-        "PIPELINE_DOWNLOADS__ALLOWED_PORTS": "[]",
-        "PIPELINE_DOWNLOADS__LOOPBACK_HOSTS": json.dumps(["attachments.bench"]),
-        "PIPELINE_DOWNLOADS__EXTRA_HOSTS": json.dumps({"attachments.bench": "127.0.0.1"}),
+        "PIPELINE_XACT__DOWNLOADS__ALLOWED_HOSTS": json.dumps(["attachments.bench"]),
+        "PIPELINE_XACT__DOWNLOADS__ALLOW_HTTP": "true",
+        "PIPELINE_XACT__DOWNLOADS__ALLOWED_PORTS": "[]",
+        "PIPELINE_XACT__DOWNLOADS__LOOPBACK_HOSTS": json.dumps(["attachments.bench"]),
+        "PIPELINE_XACT__DOWNLOADS__EXTRA_HOSTS": json.dumps({"attachments.bench": "127.0.0.1"}),
         **(extra_env or {}),
     }
     if files_on_azurite:
@@ -165,8 +165,10 @@ def pipeline(
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    run = PipelineUnderTest(name, workdir, env, settings, dagster_home, resources=resources)
-    resources["kafka"].create_topics(resources["pipeline"].all_topics(), settings.topics.partitions)
+    run = PipelineUnderTest(name, workdir, env, settings, topics, dagster_home, resources=resources)
+    create_pipeline_topics(
+        resources["kafka"], pipeline_topics(settings), settings.ingest.topic_partitions, settings.ingest.dlq_max_message_bytes
+    )
     try:
         yield run
     finally:

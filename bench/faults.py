@@ -16,20 +16,19 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from bench.attachments import HOST
 from bench.daemon import PipelineUnderTest, pipeline, run_worker_pid, wait_until
 from bench.ingest import event_bytes
-from bench.report import load, save
-from bench.stack import RESULTS, BenchStack, stack
-
-from pipeline_defs.lib.offset_ranges import OffsetRange
-from pipeline_defs.sim.attachment_host import AttachmentHost
+from bench.report import RESULTS, load, save
+from pipeline_defs.lib.kafka.ranges import OffsetRange
+from pipeline_defs_tests.support.stack import BENCH_STACK, LocalStack
+from pipeline_sim.attachment_host import AttachmentHost
 
 
 @dataclass(frozen=True)
@@ -57,8 +56,8 @@ def kill_a_run(run: PipelineUnderTest, job_name: str = "xact_events_job", within
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         for candidate in instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=[dg.DagsterRunStatus.STARTED])):
-            events = [e for e in instance.all_logs(candidate.run_id) if e.dagster_event is not None]
-            if not any(e.dagster_event.event_type_value == "STEP_START" for e in events):
+            events = [e.dagster_event for e in instance.all_logs(candidate.run_id) if e.dagster_event is not None]
+            if not any(event.event_type_value == "STEP_START" for event in events):
                 continue
             pid = run_worker_pid(instance, candidate.run_id)
             if pid is not None:
@@ -70,7 +69,7 @@ def kill_a_run(run: PipelineUnderTest, job_name: str = "xact_events_job", within
 
 def produce_steadily(run: PipelineUnderTest, host: AttachmentHost, events: int, rate: int, trace_ids: list[str]) -> None:
     producer = run.resources["kafka"].producer(**{"message.timeout.ms": 600_000, "linger.ms": 20})
-    topic = run.settings.topics.xact_events
+    topic = run.topics.xact.events
     started = time.monotonic()
     for i in range(events):
         value, key = event_bytes(i, attachments=[host.url(f"files/{run.name}/{i}.pdf")])
@@ -92,7 +91,7 @@ def dead_lettered_with_reason(run: PipelineUnderTest) -> set[tuple[str, str]]:
     """(trace_id, url) of the attachments in the downloads DLQ that carry a category and a
     reason, in the payload and in the headers."""
     kafka = run.resources["kafka"]
-    topic = run.settings.topics.xact_downloads_dlq
+    topic = run.topics.xact.downloads_dlq
     ranges = [OffsetRange(topic, p, s.low, s.high) for p, s in kafka.partition_states(topic, 10).items()]
     keys = set()
     for batch in kafka.read_ranges(ranges, f"{run.name}-verify", 10_000, 60):
@@ -142,9 +141,7 @@ def verdict(run: PipelineUnderTest, trace_ids: list[str], urls: dict[str, str]) 
     }
 
 
-def scenario(
-    bench: BenchStack, events: int, rate: int, short: bool, stack_cmd: Callable[..., None] = stack
-) -> dict:
+def scenario(bench: LocalStack, events: int, rate: int, short: bool) -> dict:
     host = AttachmentHost(host_name=HOST, file_size=16 * 1024).start_in_thread()
     azurite_down = 15 if short else 60
     host_down = 10 if short else 30
@@ -156,11 +153,30 @@ def scenario(
             run.start_daemon()
             producer = threading.Thread(target=produce_steadily, args=(run, host, events, rate, trace_ids))
             producer.start()
+
+            def restart_kafka() -> None:
+                bench.run("down", "kafka")
+                bench.run("up", "kafka")
+
+            def kill_one() -> None:
+                kills.append(kill_a_run(run))
+                timeline.note(kills[-1])
+
+            def stop_azurite() -> None:
+                bench.run("down", "azurite")
+                time.sleep(azurite_down)
+                bench.run("up", "azurite")
+
+            def host_outage() -> None:
+                host.outage(503)
+                time.sleep(host_down)
+                host.outage(None)
+
             faults = [
-                Fault(10, "restart the Kafka broker", lambda: (stack_cmd("down", "kafka"), stack_cmd("up", "kafka"))),
-                Fault(25, "kill -9 a run process", lambda: kills.append(kill_a_run(run)) or timeline.note(kills[-1])),
-                Fault(35, f"stop Azurite for {azurite_down}s", lambda: (stack_cmd("down", "azurite"), time.sleep(azurite_down), stack_cmd("up", "azurite"))),
-                Fault(40 + azurite_down, f"attachment host answers 503 for {host_down}s", lambda: (host.outage(503), time.sleep(host_down), host.outage(None))),
+                Fault(10, "restart the Kafka broker", restart_kafka),
+                Fault(25, "kill -9 a run process", kill_one),
+                Fault(35, f"stop Azurite for {azurite_down}s", stop_azurite),
+                Fault(40 + azurite_down, f"attachment host answers 503 for {host_down}s", host_outage),
             ]
             for fault in faults:
                 time.sleep(max(0.0, timeline.started + fault.at_s - time.monotonic()))
@@ -208,11 +224,11 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=1_000, help="events per second while faults happen")
     parser.add_argument("--short", action="store_true", help="shorter outages, for a quick smoke run")
     args = parser.parse_args()
-    stack("up")
-    result = scenario(BenchStack(), args.events, args.rate, args.short)
+    BENCH_STACK.run("up")
+    result = scenario(BENCH_STACK, args.events, args.rate, args.short)
     results = load(RESULTS)
     results["faults"] = result
-    results.setdefault("measured_at", {})["faults"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    results.setdefault("measured_at", {})["faults"] = datetime.now(UTC).isoformat(timespec="seconds")
     save(results, RESULTS)
     print(json.dumps({k: v for k, v in result.items() if k != "timeline"}, indent=2))
     print("VERDICT:", "PASS" if result["pass"] else "FAIL")

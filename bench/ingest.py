@@ -6,24 +6,26 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 from confluent_kafka import TopicPartition
 from deltalake import write_deltalake
 
 from bench.daemon import pipeline, wait_until
-from bench.stack import ROOT, BenchStack
-from pipeline_defs.lib.kafka import KafkaResource
+from pipeline_defs.lib.kafka.resource import KafkaResource
+from pipeline_defs_tests.support.stack import ROOT, LocalStack
 
 
 def event_bytes(i: int, attachments: list[str] | None = None, produced_at: datetime | None = None) -> tuple[bytes, bytes]:
     trace_id = f"{uuid.uuid4()}"
     event = {
         "trace_id": trace_id,
-        "event_type": "verisk.claims.property.xn.statusChanged" if not attachments else "verisk.claims.property.xn.documentsReceived",
+        "event_type": "verisk.claims.property.xn.statusChanged"
+        if not attachments
+        else "verisk.claims.property.xn.documentsReceived",
         "event_subtype": "statusChanged" if not attachments else "documentsReceived",
-        "timestamp": (produced_at or datetime.now(timezone.utc)).isoformat(),
+        "timestamp": (produced_at or datetime.now(UTC)).isoformat(),
         "source_system": "xn",
         "payload": {"assignmentId": f"A{100000 + i % 900000}", "claimNumber": f"CLM-{i}", "carrierId": "C017"},
         "attachments": attachments or [],
@@ -48,12 +50,12 @@ def produce(kafka: KafkaResource, topic: str, count: int, make=event_bytes) -> f
     return time.perf_counter() - started
 
 
-def sustained_ingest(stack: BenchStack, count: int = 500_000, max_events_per_run: int = 100_000) -> dict:
+def sustained_ingest(stack: LocalStack, count: int = 500_000, max_events_per_run: int = 100_000) -> dict:
     """A backlog of ``count`` events drained through the daemon. The clock starts when the
     first sensor tick plans a run (the daemon's own start-up, loading the code location, is
     not ingest); the time from daemon start is reported beside it."""
     with pipeline(stack, max_events_per_run=max_events_per_run) as run:
-        topic = run.settings.topics.xact_events
+        topic = run.topics.xact.events
         produce_seconds = produce(run.resources["kafka"], topic, count)
         print(f"[bench] produced {count} events in {produce_seconds:.1f}s", flush=True)
         started_wall, started = time.time(), time.monotonic()
@@ -85,7 +87,7 @@ def sustained_ingest(stack: BenchStack, count: int = 500_000, max_events_per_run
     }
 
 
-def ceiling(stack: BenchStack, count: int = 500_000, batch: int = 100_000) -> dict:
+def ceiling(stack: LocalStack, count: int = 500_000, batch: int = 100_000) -> dict:
     """Plain batch consume + polars + Delta append: no Dagster, no validation, no dedup."""
     kafka = stack.kafka()
     topic = f"ceiling.{uuid.uuid4().hex[:8]}"
@@ -99,7 +101,7 @@ def ceiling(stack: BenchStack, count: int = 500_000, batch: int = 100_000) -> di
     seen = 0
     while seen < count:
         messages = consumer.consume(num_messages=batch, timeout=1.0)
-        values = [m.value() for m in messages if m.error() is None]
+        values = [value for m in messages if m.error() is None and (value := m.value()) is not None]
         if not values:
             continue
         frame = pl.read_ndjson(b"\n".join(values)).select(
@@ -112,11 +114,11 @@ def ceiling(stack: BenchStack, count: int = 500_000, batch: int = 100_000) -> di
     return {"events": seen, "seconds": round(seconds, 2), "events_per_s": round(seen / seconds, 1), "batch": batch}
 
 
-def latency(stack: BenchStack, rate: int = 1_000, seconds: int = 120) -> dict:
+def latency(stack: LocalStack, rate: int = 1_000, seconds: int = 120) -> dict:
     """Produce ``rate`` events/s for ``seconds``; latency = first poll that sees the row in
     Delta minus the event's produce time (the poll runs every 0.5 s, so it adds up to 0.5 s)."""
     with pipeline(stack, max_events_per_run=50_000) as run:
-        kafka, topic = run.resources["kafka"], run.settings.topics.xact_events
+        kafka, topic = run.resources["kafka"], run.topics.xact.events
         run.start_daemon()
         produce(kafka, topic, 10)  # warm-up: wait for the first run to land
         wait_until(lambda: run.count("xact_events") >= 10, timeout_s=180)
@@ -130,7 +132,7 @@ def latency(stack: BenchStack, rate: int = 1_000, seconds: int = 120) -> dict:
             now = time.time()
             due = min(int((now - started) * rate), rate * seconds)
             while sent < due:
-                value, key = event_bytes(sent, produced_at=datetime.now(timezone.utc))
+                value, key = event_bytes(sent, produced_at=datetime.now(UTC))
                 producer.produce(topic, value=value, key=key)
                 sent += 1
             producer.poll(0)

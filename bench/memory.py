@@ -14,14 +14,14 @@ import dagster as dg
 from bench.attachments import HOST
 from bench.daemon import pipeline, run_worker_pid, wait_until
 from bench.ingest import event_bytes
-from bench.stack import BenchStack
-from pipeline_defs.lib.kafka import OutRecord
-from pipeline_defs.sim.attachment_host import AttachmentHost
+from pipeline_defs.lib.kafka.records import OutRecord
+from pipeline_defs_tests.support.stack import LocalStack
+from pipeline_sim.attachment_host import AttachmentHost
 
 JOB = "xact_attachments_job"
 
 
-def peak_for_sizes(stack: BenchStack, sizes: list[int]) -> list[dict]:
+def peak_for_sizes(stack: LocalStack, sizes: list[int]) -> list[dict]:
     host = AttachmentHost(host_name=HOST).start_in_process()
     try:
         results = [_peak_in_run(stack, host, size) for size in sizes]
@@ -33,10 +33,10 @@ def peak_for_sizes(stack: BenchStack, sizes: list[int]) -> list[dict]:
     return results
 
 
-def _peak_in_run(stack: BenchStack, host: AttachmentHost, size: int) -> dict:
+def _peak_in_run(stack: LocalStack, host: AttachmentHost, size: int) -> dict:
     with pipeline(stack, files_on_azurite=True) as run:
         value, key = event_bytes(0, attachments=[host.url(f"big/{size}/{run.name}.pdf")])
-        run.resources["kafka"].produce(run.settings.topics.xact_events, [OutRecord(value, key)])
+        run.resources["kafka"].produce(run.topics.xact.events, [OutRecord(value, key)])
         run.start_daemon()
         instance = run.instance()
         peaks: dict[int, int] = {}
@@ -52,6 +52,7 @@ def _peak_in_run(stack: BenchStack, host: AttachmentHost, size: int) -> dict:
         if not wait_until(finished, timeout_s=900, every_s=0.2):
             raise RuntimeError(f"no successful {JOB} run stored the {size}-byte attachment")
         (record,) = [r for r in instance.get_run_records(filters=dg.RunsFilter(job_name=JOB)) if r.dagster_run.is_success]
+        assert record.start_time is not None and record.end_time is not None
         seconds = record.end_time - record.start_time
     result = {
         "file_mib": round(size / 2**20, 1),

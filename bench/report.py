@@ -8,7 +8,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import itertools
+
+import matplotlib.pyplot as plt
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _table(rows: list[dict]) -> list[str]:
@@ -17,7 +21,7 @@ def _table(rows: list[dict]) -> list[str]:
     columns = [c for c in rows[0] if c != "series"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
-    return lines + [""]
+    return [*lines, ""]
 
 
 def targets(results: dict) -> list[dict]:
@@ -25,11 +29,27 @@ def targets(results: dict) -> list[dict]:
     rows = []
     ingest, ceiling = results.get("sustained_ingest"), results.get("ceiling")
     if ingest:
-        rows.append({"figure": "1. sustained ingest, events/s (first sensor-planned run to last row; daemon, runs, Delta)", "measured": ingest["events_per_s"], "target": ">= 10,000", "met": ingest["events_per_s"] >= 10_000})
-        rows.append({"figure": "1. the same counted from daemon start (cold start included)", "measured": ingest["events_per_s_from_daemon_start"], "target": "-", "met": ""})
+        rows.append(
+            {
+                "figure": "1. sustained ingest, events/s (first sensor-planned run to last row; daemon, runs, Delta)",
+                "measured": ingest["events_per_s"],
+                "target": ">= 10,000",
+                "met": ingest["events_per_s"] >= 10_000,
+            }
+        )
+        rows.append(
+            {
+                "figure": "1. the same counted from daemon start (cold start included)",
+                "measured": ingest["events_per_s_from_daemon_start"],
+                "target": "-",
+                "met": "",
+            }
+        )
     if ingest and ceiling:
         ratio = round(ingest["events_per_s"] / ceiling["events_per_s"], 3)
-        rows.append({"figure": "2. ceiling without Dagster, events/s", "measured": ceiling["events_per_s"], "target": "-", "met": ""})
+        rows.append(
+            {"figure": "2. ceiling without Dagster, events/s", "measured": ceiling["events_per_s"], "target": "-", "met": ""}
+        )
         rows.append({"figure": "2. ratio ingest / ceiling", "measured": ratio, "target": ">= 0.25", "met": ratio >= 0.25})
     for run in results.get("backlog", []):
         minutes = round(run["seconds_all_attachments"] / 60, 2)
@@ -37,23 +57,72 @@ def targets(results: dict) -> list[dict]:
         if run["events"] >= 100_000:
             rows.append({"figure": label, "measured": minutes, "target": "< 5", "met": minutes < 5})
         else:
-            rows.append({"figure": label + f"; {run['attachments_per_s']} files/s", "measured": minutes, "target": "- (emulator-bound)", "met": ""})
+            rows.append(
+                {
+                    "figure": label + f"; {run['attachments_per_s']} files/s",
+                    "measured": minutes,
+                    "target": "- (emulator-bound)",
+                    "met": "",
+                }
+            )
     latency = results.get("latency")
     if latency:
-        rows.append({"figure": "4. latency at 1,000 events/s, p50 / p95 / p99 s", "measured": f"{latency['p50_s']} / {latency['p95_s']} / {latency['p99_s']}", "target": "p95 <= 15", "met": latency["p95_s"] <= 15})
+        rows.append(
+            {
+                "figure": "4. latency at 1,000 events/s, p50 / p95 / p99 s",
+                "measured": f"{latency['p50_s']} / {latency['p95_s']} / {latency['p99_s']}",
+                "target": "p95 <= 15",
+                "met": latency["p95_s"] <= 15,
+            }
+        )
     memory = results.get("streaming_memory")
     if memory:
         big = max(memory, key=lambda r: r["file_mib"])
-        rows.append({"figure": f"5. RSS growth streaming {big['file_mib']:.0f} MiB to Azurite vs a tiny file, MiB", "measured": big["growth_over_smallest_mib"], "target": "< 100", "met": big["growth_over_smallest_mib"] < 100})
+        rows.append(
+            {
+                "figure": f"5. RSS growth streaming {big['file_mib']:.0f} MiB to Azurite vs a tiny file, MiB",
+                "measured": big["growth_over_smallest_mib"],
+                "target": "< 100",
+                "met": big["growth_over_smallest_mib"] < 100,
+            }
+        )
     for run in results.get("download_concurrency", []):
-        rows.append({"figure": f"6. downloads at concurrency {run['concurrency']} into {run.get('store', 'azurite')}: files/s, MB/s", "measured": f"{run['files_per_s']}, {run['mb_per_s']}", "target": "-", "met": ""})
+        rows.append(
+            {
+                "figure": f"6. downloads at concurrency {run['concurrency']} into {run.get('store', 'azurite')}: files/s, MB/s",
+                "measured": f"{run['files_per_s']}, {run['mb_per_s']}",
+                "target": "-",
+                "met": "",
+            }
+        )
     claimx = results.get("claimx_enrichment")
     if claimx:
-        rows.append({"figure": f"ClaimX enrichment of {claimx['events']:,} events via the API double, events/s", "measured": claimx["events_per_s"], "target": "-", "met": ""})
-        rows.append({"figure": "ClaimX API calls per 1,000 events", "measured": claimx["api_calls_per_1000_events"], "target": "-", "met": ""})
+        rows.append(
+            {
+                "figure": f"ClaimX enrichment of {claimx['events']:,} events via the API double, events/s",
+                "measured": claimx["events_per_s"],
+                "target": "-",
+                "met": "",
+            }
+        )
+        rows.append(
+            {
+                "figure": "ClaimX API calls per 1,000 events",
+                "measured": claimx["api_calls_per_1000_events"],
+                "target": "-",
+                "met": "",
+            }
+        )
     faults = results.get("faults")
     if faults:
-        rows.append({"figure": f"fault scenario ({faults['events_produced']} events): missing / duplicate rows / unaccounted attachments", "measured": f"{faults['events_missing']} / {faults['duplicate_event_rows'] + faults['duplicate_inventory_rows']} / {faults['attachments_unaccounted']}", "target": "0 / 0 / 0", "met": faults["pass"]})
+        rows.append(
+            {
+                "figure": f"fault scenario ({faults['events_produced']} events): missing / duplicate rows / unaccounted attachments",
+                "measured": f"{faults['events_missing']} / {faults['duplicate_event_rows'] + faults['duplicate_inventory_rows']} / {faults['attachments_unaccounted']}",
+                "target": "0 / 0 / 0",
+                "met": faults["pass"],
+            }
+        )
     return rows
 
 
@@ -61,26 +130,39 @@ def write_markdown(results: dict, path: Path) -> None:
     lines = ["# Benchmark results", ""]
     machine = results.get("machine", {})
     if machine:
-        lines += [f"Measured {machine['measured_at']} on {machine['cores']} cores, {machine['memory_gib']} GiB, Python {machine['python']}.", ""]
+        lines += [
+            f"Measured {machine['measured_at']} on {machine['cores']} cores, {machine['memory_gib']} GiB, Python {machine['python']}.",
+            "",
+        ]
     stamps = results.get("measured_at", {})
     if stamps:
-        lines += ["Each benchmark with its reference, measured together at: " + ", ".join(f"{k} {v}" for k, v in sorted(stamps.items())), ""]
-    lines += ["## Figures and targets", ""] + _table(targets(results))
+        lines += [
+            "Each benchmark with its reference, measured together at: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(stamps.items())),
+            "",
+        ]
+    lines += ["## Figures and targets", "", *_table(targets(results))]
     sections = [
-        ("sustained_ingest", "Sustained ingest: a backlog drained through dagster-daemon (sensor ticks, queued runs, Delta commits)"),
+        (
+            "sustained_ingest",
+            "Sustained ingest: a backlog drained through dagster-daemon (sensor ticks, queued runs, Delta commits)",
+        ),
         ("ceiling", "Ceiling: confluent-kafka batch consume + polars + Delta append, no Dagster"),
         ("backlog", "Backlog: cold start to every event and attachment landed"),
         ("latency", "Latency: produce time to first poll (every 0.5 s) that sees the row in Delta"),
         ("download_concurrency", "Attachment downloads (local host -> pipeline downloader -> local store or Azurite)"),
-        ("streaming_memory", "Peak memory of an xact_attachments run streaming one attachment to Azurite (one pipeline per size, run worker VmHWM)"),
+        (
+            "streaming_memory",
+            "Peak memory of an xact_attachments run streaming one attachment to Azurite (one pipeline per size, run worker VmHWM)",
+        ),
         ("claimx_enrichment", "ClaimX: events waiting in Kafka to every event enriched (daemon, API double)"),
     ]
     for key, title in sections:
         if key in results:
             value = results[key]
-            lines += [f"## {title}", ""] + _table(value if isinstance(value, list) else [value])
+            lines += [f"## {title}", "", *_table(value if isinstance(value, list) else [value])]
     if "faults" in results:
-        lines += ["## Fault scenario", "", "```"] + results["faults"].get("timeline", []) + ["```", ""]
+        lines += ["## Fault scenario", "", "```", *results["faults"].get("timeline", []), "```", ""]
     if (path.parent / "throughput_latency.png").exists():
         lines += ["![throughput and latency](throughput_latency.png)", ""]
     path.write_text("\n".join(lines))
@@ -107,7 +189,7 @@ def write_plot(results: dict, path: Path) -> None:
     if ingest:
         series = ingest["series"]
         times = [t for t, _ in series[1:]]
-        rates = [(n1 - n0) / max(t1 - t0, 1e-6) for (t0, n0), (t1, n1) in zip(series, series[1:])]
+        rates = [(n1 - n0) / max(t1 - t0, 1e-6) for (t0, n0), (t1, n1) in itertools.pairwise(series)]
         top.plot(times, rates, label="rows/s into xact_events")
         top.axhline(10_000, linestyle="--", color="grey", label="target 10,000/s")
         top.set_title(f"Sustained ingest of {ingest['events']:,} events: {ingest['events_per_s']:,.0f} events/s")

@@ -10,20 +10,26 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from bench.attachments import concurrency_sweep
 from bench.backlog import backlog
 from bench.claimx import enrichment
 from bench.ingest import ceiling, latency, sustained_ingest
 from bench.memory import peak_for_sizes
-from bench.report import load, save
-from bench.stack import RESULTS, BenchStack, stack
+from bench.report import RESULTS, load, save
+from pipeline_defs_tests.support.stack import BENCH_STACK, LocalStack
 
 MIB = 2**20
 
-BENCHMARKS = {
-    "ingest": lambda s: {"sustained_ingest": sustained_ingest(s, 1_000_000, max_events_per_run=200_000), "ceiling": ceiling(s, 1_000_000)},
+BENCHMARKS: dict[str, Callable[[LocalStack], dict[str, Any]]] = {
+    "ingest": lambda s: {
+        "sustained_ingest": sustained_ingest(s, 1_000_000, max_events_per_run=200_000),
+        "ceiling": ceiling(s, 1_000_000),
+    },
     "latency": lambda s: {"latency": latency(s, rate=1_000, seconds=120)},
     # Azurite (an emulator persisting its whole blob index as one JSON file) is measured on a
     # smaller backlog; the 100k target is the local store's, the embedded default.
@@ -35,12 +41,14 @@ BENCHMARKS = {
 
 
 def machine() -> dict:
-    memory_kib = int(next(line for line in open("/proc/meminfo") if line.startswith("MemTotal")).split()[1])
+    memory_kib = int(
+        next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")).split()[1]
+    )
     return {
         "cores": os.cpu_count(),
         "memory_gib": round(memory_kib / 2**20, 1),
         "python": platform.python_version(),
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -48,9 +56,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma list of {sorted(BENCHMARKS)}")
     args = parser.parse_args()
-    stack("up")
-    bench = BenchStack()
-    results = load(RESULTS)
+    BENCH_STACK.run("up")
+    bench = BENCH_STACK
+    results: dict = load(RESULTS)
     for name in args.only.split(","):
         print(f"[bench] running {name}", flush=True)
         results.update(BENCHMARKS[name](bench))

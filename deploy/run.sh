@@ -18,9 +18,9 @@ export PIPELINE_CONFIG_FILE=${PIPELINE_CONFIG_FILE:-$ROOT/deploy/config.local.ya
 export PIPELINE_STORAGE__LAKE_ROOT=${PIPELINE_STORAGE__LAKE_ROOT:-$STACK_DIR/lake/tables}
 # The ClaimX API double checks this bearer token; a real deployment sets its own.
 export CLAIMX_API_TOKEN=${CLAIMX_API_TOKEN:-local-development-token}
-.venv/bin/python -m pipeline_defs.topics create >/dev/null  # the retry topics of this config
+.venv/bin/pipeline-topics create >/dev/null  # the retry topics of this config
 
-.venv/bin/python -m pipeline_defs.sim --rate "${SIM_RATE:-20}" --claimx-rate "${SIM_CLAIMX_RATE:-5}" >"$STACK_DIR/simulator.log" 2>&1 &
+.venv/bin/python -m pipeline_sim --rate "${SIM_RATE:-20}" --claimx-rate "${SIM_CLAIMX_RATE:-5}" >"$STACK_DIR/simulator.log" 2>&1 &
 SIM_PID=$!
 trap 'kill $SIM_PID 2>/dev/null || true' EXIT
 echo "[run] simulator producing ${SIM_RATE:-20} XACT and ${SIM_CLAIMX_RATE:-5} ClaimX events/s (log: $STACK_DIR/simulator.log)"

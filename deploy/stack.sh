@@ -221,7 +221,7 @@ up() {
   # shellcheck disable=SC1091
   source "$STACK_DIR/env"
   if [[ " ${services[*]} " == *" kafka "* ]]; then
-    (cd "$ROOT" && "$PY" -m pipeline_defs.topics create >/dev/null)
+    (cd "$ROOT" && "$VENV/bin/pipeline-topics" create >/dev/null)
   fi
   if [[ " ${services[*]} " == *" azurite "* ]]; then
     create_containers files lake

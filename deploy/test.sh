@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite against real services, one command. Installs what is missing, lets the
-# tests start the test stack (.stack-test, its own ports), and stops it afterwards unless
-# KEEP_STACK=1. Extra arguments go to pytest.
+# The whole test suite, one command: installs what is missing, checks lint, format and types,
+# then runs pytest against real services (the tests start the test stack, .stack-test, on its
+# own ports) and stops the stack afterwards unless KEEP_STACK=1. Extra arguments go to pytest;
+# `bash deploy/test.sh -m "not stack"` is the fast lane (no services, well under a minute).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 bash deploy/stack.sh install
+echo "[test] ruff (lint, format) and mypy" >&2
+.venv/bin/ruff check --quiet .
+.venv/bin/ruff format --check --quiet .
+.venv/bin/mypy
 # Each run starts with an empty test broker, unless one is still up from a KEEP_STACK=1 run.
 if ! STACK_DIR=$ROOT/.stack-test bash deploy/stack.sh status | grep -q "^kafka: running"; then
   rm -rf "$ROOT/.stack-test/kafka/data"

@@ -17,28 +17,26 @@ import dagster as dg
 import psycopg2
 import pytest
 
-from pipeline_defs.lib.delta import DeltaLakeResource
+from pipeline_defs.lib.delta.resource import DeltaLakeResource
 from pipeline_defs.lib.settings import StorageSettings
-from pipeline_defs.sim.events import MALFORMED_MESSAGES
-from pipeline_defs_tests.conftest import ROOT, TEST_RETRY_DELAYS_S
-from pipeline_defs_tests.kafka_helpers import produce_events, produce_raw, sample_events, table_rows
+from pipeline_defs_tests.support.fixtures import TEST_RETRY_DELAYS_S
+from pipeline_defs_tests.support.kafka import produce_events, produce_raw, sample_events, table_rows
+from pipeline_defs_tests.support.stack import ROOT
+from pipeline_defs_tests.support.topics import topic_env
+from pipeline_sim.events import MALFORMED_MESSAGES
 
 
 @pytest.fixture
 def dagster_home(tmp_path: Path, test_stack, monkeypatch) -> Path:
     database = f"dagster_{uuid.uuid4().hex[:8]}"
-    connection = psycopg2.connect(
-        host="127.0.0.1", port=test_stack.pg_port, user="postgres", dbname="postgres"
-    )
+    connection = psycopg2.connect(host="127.0.0.1", port=test_stack.pg_port, user="postgres", dbname="postgres")
     connection.autocommit = True
     connection.cursor().execute(f"CREATE DATABASE {database}")
     connection.close()
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "deploy" / "dagster" / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.setenv(
-        "DAGSTER_PG_URL", f"postgresql+psycopg2://postgres@127.0.0.1:{test_stack.pg_port}/{database}"
-    )
+    monkeypatch.setenv("DAGSTER_PG_URL", f"postgresql+psycopg2://postgres@127.0.0.1:{test_stack.pg_port}/{database}")
     return home
 
 
@@ -56,26 +54,21 @@ def wait_for(condition, what: str, instance: dg.DagsterInstance) -> None:
         time.sleep(2)
 
 
-def test_daemon_runs_the_sensor_and_the_runs_fill_xact_events(
-    dagster_home, tmp_path, test_stack, kafka, topics
-):
+def test_daemon_runs_the_sensor_and_the_runs_fill_xact_events(dagster_home, tmp_path, test_stack, kafka, topics):
     lake_root = tmp_path / "tables"
     env = {
         **os.environ,
         "DAGSTER_HOME": str(dagster_home),
         "PIPELINE_SOURCE_KAFKA__BOOTSTRAP_SERVERS": test_stack.bootstrap_servers,
         "PIPELINE_KAFKA__BOOTSTRAP_SERVERS": test_stack.bootstrap_servers,
-        "PIPELINE_TOPICS__XACT_EVENTS": topics.xact_events,
-        "PIPELINE_TOPICS__XACT_EVENTS_DLQ": topics.xact_events_dlq,
-        "PIPELINE_TOPICS__XACT_DOWNLOADS_PENDING": topics.xact_downloads_pending,
-        "PIPELINE_TOPICS__XACT_DOWNLOADS_DLQ": topics.xact_downloads_dlq,
+        **topic_env(topics),
         "PIPELINE_INGEST__RETRY_DELAYS_S": json.dumps(TEST_RETRY_DELAYS_S),
         "PIPELINE_STORAGE__LAKE_ROOT": str(lake_root),
         "PIPELINE_INGEST__CONSUMER_GROUP_PREFIX": f"daemon-{uuid.uuid4().hex[:6]}",
         "PIPELINE_INGEST__MAX_EVENTS_PER_RUN": "300",
     }
-    produce_events(kafka, topics.xact_events, sample_events(500))
-    produce_raw(kafka, topics.xact_events, MALFORMED_MESSAGES)
+    produce_events(kafka, topics.xact.events, sample_events(500))
+    produce_raw(kafka, topics.xact.events, MALFORMED_MESSAGES)
     daemon = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
         cwd=ROOT,
@@ -96,7 +89,7 @@ def test_daemon_runs_the_sensor_and_the_runs_fill_xact_events(
     )
     try:
         wait_for(lambda: table_rows(lake, "xact_events").height >= 500, "the first 500 events in xact_events", instance)
-        produce_events(kafka, topics.xact_events, sample_events(100, seed=11))
+        produce_events(kafka, topics.xact.events, sample_events(100, seed=11))
         wait_for(lambda: table_rows(lake, "xact_events").height >= 600, "the late 100 events in xact_events", instance)
         # Every run the daemon launched ends before the daemon is stopped: stopping it earlier
         # would kill runs in flight and fail them for a reason that is not theirs.
@@ -115,4 +108,4 @@ def test_daemon_runs_the_sensor_and_the_runs_fill_xact_events(
         if run.status != dg.DagsterRunStatus.SUCCESS
     }
     assert not failures
-    assert all(run.tags["kafka/topic"] == topics.xact_events for run in runs)
+    assert all(run.tags["kafka/topic"] == topics.xact.events for run in runs)

@@ -1,14 +1,24 @@
 """The code location loads, and what users see in the UI is there."""
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
-from pipeline_defs.definitions import defs
-from pipeline_defs.lib.claimx.api import ClaimXApiResource
-from pipeline_defs.lib.delta import DeltaLakeResource
-from pipeline_defs.lib.kafka import KafkaResource
+from pipeline_defs.definitions import defs as build_defs
+from pipeline_defs.defs.claimx.api import ClaimXApiResource
+from pipeline_defs.lib.delta.resource import DeltaLakeResource
+from pipeline_defs.lib.kafka.resource import KafkaResource
+
+defs = build_defs()
+
+
+def config_fields(op: Any) -> set[str]:
+    """The Launchpad fields of an op's config."""
+    return set(op.config_schema.config_type.fields)
 
 
 def test_definitions_load_and_validate():
@@ -34,7 +44,7 @@ def test_every_asset_has_owners_description_group_and_kinds():
 
 
 def test_resources_cover_every_external_system():
-    resources = defs.resources
+    resources = dict(defs.resources or {})
     assert isinstance(resources["source_kafka"], KafkaResource)
     assert isinstance(resources["kafka"], KafkaResource)
     assert isinstance(resources["lake"], DeltaLakeResource)
@@ -61,20 +71,38 @@ def test_dlq_views_checks_operations_and_schedule_are_in_the_ui():
     assert {k.name for k in view_job.asset_layer.asset_graph.asset_check_keys} >= {"growth_rate", "oldest_entry_age"}
     for job_name, field in (("dlq_replay_job", "dry_run"), ("dlq_resolve_job", "reason"), ("dlq_purge_job", "confirm")):
         (op,) = defs.resolve_job_def(job_name).all_node_defs
-        assert {field, "dlq", "ids", "error_category", "max_count"} <= set(op.config_schema.config_type.fields)
-    schedule = defs.resolve_schedule_def("dlq_health_checks_schedule")
+        assert {field, "dlq", "ids", "error_category", "max_count"} <= config_fields(op)
+    schedule = defs.resolve_schedule_def("dlq_health_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
 
 def test_claimx_assets_checks_and_sensors_are_in_the_ui():
     graph = defs.resolve_asset_graph()
-    tables = ["claimx_projects", "claimx_contacts", "claimx_media", "claimx_tasks", "claimx_task_templates", "claimx_external_links", "claimx_video_collab"]
+    tables = [
+        "claimx_projects",
+        "claimx_contacts",
+        "claimx_media",
+        "claimx_tasks",
+        "claimx_task_templates",
+        "claimx_external_links",
+        "claimx_video_collab",
+    ]
     expected = {"claimx_events", "claimx_enrichment_log", "claimx_attachments", *tables}
     assert {dg.AssetKey(name) for name in expected} <= graph.get_all_asset_keys()
     checks = {(key.asset_key.path[-1], key.name) for key in graph.asset_check_keys}
     assert {(table, "merge_keys_unique") for table in tables} <= checks
-    assert {("claimx_media", "project_exists"), ("claimx_tasks", "template_known"), ("claimx_events", "event_id_unique")} <= checks
-    for name in ("claimx_events_kafka_sensor", "claimx_enrichment_pending_sensor", "claimx_enrichment_retry_sensor", "claimx_attachments_pending_sensor", "claimx_attachments_retry_sensor"):
+    assert {
+        ("claimx_media", "project_exists"),
+        ("claimx_tasks", "template_known"),
+        ("claimx_events", "event_id_unique"),
+    } <= checks
+    for name in (
+        "claimx_events_kafka_sensor",
+        "claimx_enrichment_pending_sensor",
+        "claimx_enrichment_retry_sensor",
+        "claimx_attachments_pending_sensor",
+        "claimx_attachments_retry_sensor",
+    ):
         assert defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING
     assert defs.resolve_job_def("claimx_entities_job").partitions_def is not None
 
@@ -87,8 +115,30 @@ def test_every_delta_writer_fed_by_kafka_has_a_pool_and_every_kafka_table_a_heal
         node = graph.get(dg.AssetKey(key))
         assert node.pools, key
     health = {key.asset_key.path[-1] for key in graph.asset_check_keys if key.name == "consumer_keeps_up"}
-    assert health >= {"xact_events", "xact_attachments", "claimx_events", "claimx_enrichment_log", "claimx_attachments", "dlq_xact_events"}
+    assert health >= {
+        "xact_events",
+        "xact_attachments",
+        "claimx_events",
+        "claimx_enrichment_log",
+        "claimx_attachments",
+        "dlq_xact_events",
+    }
     assert defs.resolve_sensor_def("run_failure_alert_sensor").default_status == dg.DefaultSensorStatus.RUNNING
     reset = defs.resolve_job_def("kafka_offsets_reset_job")
     (op,) = reset.all_node_defs
-    assert {"table", "topic", "partitions", "to", "confirm"} <= set(op.config_schema.config_type.fields)
+    assert {"table", "topic", "partitions", "to", "confirm"} <= config_fields(op)
+
+
+def test_shared_code_never_imports_a_domain_and_the_product_never_imports_the_simulator():
+    root = Path(__file__).resolve().parents[1] / "pipeline_defs"
+    offenders = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or node.module is None:
+                continue
+            shared = path.is_relative_to(root / "lib")
+            if node.module.startswith("pipeline_sim") or (
+                shared and node.module.startswith(("pipeline_defs.defs", "pipeline_defs.domains"))
+            ):
+                offenders.append(f"{path.relative_to(root)} imports {node.module}")
+    assert not offenders

@@ -4,19 +4,10 @@ is killed with SIGKILL, Azurite stops and the attachment host answers 503. After
 is missing, no row is duplicated, and every attachment is stored or dead-lettered."""
 
 from bench.faults import scenario
-from bench.stack import BenchStack
-from pipeline_defs_tests.conftest import ROOT, stack
 
 
 def test_nothing_lost_or_duplicated_through_faults(test_stack):
-    bench = BenchStack(
-        bootstrap_servers=test_stack.bootstrap_servers,
-        azurite_endpoint=f"http://127.0.0.1:{test_stack.azurite_port}/devstoreaccount1",
-        pg_port=test_stack.pg_port,
-        runs_dir=ROOT / ".stack-test" / "runs",
-    )
-
-    result = scenario(bench, events=400, rate=20, short=True, stack_cmd=stack)
+    result = scenario(test_stack, events=400, rate=20, short=True)
 
     assert result["events_missing"] == 0, result
     assert result["duplicate_event_rows"] == 0 and result["duplicate_inventory_rows"] == 0, result

@@ -15,9 +15,10 @@ import json
 import random
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable, Optional
+from datetime import UTC, datetime
+from typing import Any, Optional
 from urllib.parse import quote
 
 import dagster as dg
@@ -25,20 +26,23 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
-from pipeline_defs.defs import claimx, xact
 from pipeline_defs.defs.claimx.assets import claimx_attachments, claimx_entities, claimx_events
-from pipeline_defs.defs.claimx.sensors import claimx_attachments_sensor, claimx_enrichment_sensor, claimx_events_sensor
+from pipeline_defs.defs.claimx.sensors import (
+    claimx_attachments_pending_sensor,
+    claimx_enrichment_pending_sensor,
+    claimx_events_kafka_sensor,
+)
 from pipeline_defs.defs.xact.assets import xact_attachments, xact_events
-from pipeline_defs.defs.xact.sensors import xact_attachments_sensor, xact_events_sensor
-from pipeline_defs.lib.dlq import CLAIM_CHECK_HEADER, error_headers
-from pipeline_defs.lib.downloader import AttachmentHttpResource
+from pipeline_defs.defs.xact.sensors import xact_attachments_pending_sensor, xact_events_kafka_sensor
+from pipeline_defs.lib.attachments.downloader import AttachmentHttpResource
+from pipeline_defs.lib.dlq.records import CLAIM_CHECK_HEADER, error_headers
 from pipeline_defs.lib.settings import DownloadSettings
-from pipeline_defs.sim.attachment_host import AttachmentHost
-from pipeline_defs.sim.claimx_events import ClaimXEventSource
-from pipeline_defs.sim.events import encode, xact_event
-from pipeline_defs_tests.kafka_helpers import execute, table_rows, tick
+from pipeline_defs_tests.support.kafka import execute, table_rows, tick
+from pipeline_sim.attachment_host import AttachmentHost
+from pipeline_sim.claimx_events import ClaimXEventSource
+from pipeline_sim.events import encode, xact_event
 
-NOW = datetime.now(timezone.utc).isoformat()
+NOW = datetime.now(UTC).isoformat()
 BIG = 1_000_300  # below events.raw's limit: the source accepted it
 
 
@@ -76,7 +80,15 @@ def event_cases(host: AttachmentHost, sent: list[dict]) -> tuple[list[Record], d
         urls.update(outcomes)
         return encode(xevent(attachments=list(outcomes)))
 
-    presigned = url("files/p/estimate.pdf") + "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=" + "A" * 600 + "&X-Amz-Date=20261201T000000Z&X-Amz-Expires=604800&X-Amz-Security-Token=" + "T" * 1200 + "&X-Amz-Signature=" + "f" * 64
+    presigned = (
+        url("files/p/estimate.pdf")
+        + "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential="
+        + "A" * 600
+        + "&X-Amz-Date=20261201T000000Z&X-Amz-Expires=604800&X-Amz-Security-Token="
+        + "T" * 1200
+        + "&X-Amz-Signature="
+        + "f" * 64
+    )
     cases = [
         Record("non-JSON bytes of 1,000,300", b"\x00garbage" * (BIG // 8), "dlq:malformed"),
         Record("non-JSON bytes of 2 MB (claim check)", b"\x01" * 2_000_000, "dlq:malformed"),
@@ -87,50 +99,130 @@ def event_cases(host: AttachmentHost, sent: list[dict]) -> tuple[list[Record], d
         Record("JSON number", b"42", "dlq:invalid"),
         Record("no trace_id", raw({k: v for k, v in xevent().items() if k != "trace_id"}), "dlq:invalid", reason="trace_id"),
         Record("trace_id an object", raw(xevent(trace_id={"a": 1})), "dlq:invalid", reason="trace_id"),
-        Record("timestamp year 10000 in UTC", raw(xevent(timestamp="9999-12-31T23:59:59-01:00")), "dlq:invalid", reason="timestamp"),
-        Record("timestamp before year 1 in UTC", raw(xevent(timestamp="0001-01-01T00:00:00+01:00")), "dlq:invalid", reason="timestamp"),
+        Record(
+            "timestamp year 10000 in UTC", raw(xevent(timestamp="9999-12-31T23:59:59-01:00")), "dlq:invalid", reason="timestamp"
+        ),
+        Record(
+            "timestamp before year 1 in UTC",
+            raw(xevent(timestamp="0001-01-01T00:00:00+01:00")),
+            "dlq:invalid",
+            reason="timestamp",
+        ),
         Record("timestamp 1e308", raw(xevent(timestamp=1e308)), "dlq:invalid", reason="timestamp"),
         Record("timestamp offset +99:00", raw(xevent(timestamp="2026-01-01T00:00:00+99:00")), "dlq:invalid", reason="timestamp"),
         Record("NaN in payload", raw(xevent(payload={"amount": float("nan")})), "dlq:malformed"),
         Record("Infinity in payload", raw(xevent(payload={"amount": float("inf")})), "dlq:malformed"),
-        Record("1e400 in payload", encode(xevent()).replace(b'"payload":{', b'"payload":{"huge":1e400,'), "dlq:invalid", reason="payload"),
-        Record("10^308 integer in payload", encode(xevent()).replace(b'"payload":{', b'"payload":{"n":1' + b"0" * 308 + b","), "row"),
-        Record("nesting 10,000 deep", encode(xevent()).replace(b'"payload":{', b'"payload":{"deep":' + b"[" * 10_000 + b"]" * 10_000 + b","), "dlq:malformed"),
+        Record(
+            "1e400 in payload",
+            encode(xevent()).replace(b'"payload":{', b'"payload":{"huge":1e400,'),
+            "dlq:invalid",
+            reason="payload",
+        ),
+        Record(
+            "10^308 integer in payload", encode(xevent()).replace(b'"payload":{', b'"payload":{"n":1' + b"0" * 308 + b","), "row"
+        ),
+        Record(
+            "nesting 10,000 deep",
+            encode(xevent()).replace(b'"payload":{', b'"payload":{"deep":' + b"[" * 10_000 + b"]" * 10_000 + b","),
+            "dlq:malformed",
+        ),
         Record("1 MB string in payload", raw(xevent(payload={"notes": "n" * 1_000_000})), "row"),
-        Record("lone surrogate escape", encode(xevent()).replace(b'"source_system":"xn"', b'"source_system":"\\ud800"'), "dlq:malformed"),
+        Record(
+            "lone surrogate escape",
+            encode(xevent()).replace(b'"source_system":"xn"', b'"source_system":"\\ud800"'),
+            "dlq:malformed",
+        ),
         Record("attachments a string", raw(xevent(attachments="https://x/y.pdf")), "dlq:invalid", reason="attachments"),
         Record("attachments numbers", raw(xevent(attachments=[1, 2])), "dlq:invalid", reason="attachments"),
-        Record("binary and oversized headers", encode(good()), "row", headers=[("x-bin", b"\xff\xfe\x00"), ("x-big", b"h" * 200_000), ("dup", b"1"), ("dup", b"2")]),
+        Record(
+            "binary and oversized headers",
+            encode(good()),
+            "row",
+            headers=[("x-bin", b"\xff\xfe\x00"), ("x-big", b"h" * 200_000), ("dup", b"1"), ("dup", b"2")],
+        ),
         Record("no key", encode(good()), "row", key=None),
         Record("a resend of a good event", lambda: encode(sent[0]), "duplicate"),
-        Record("two attachments with one file name", with_urls(**{url("files/a/report.pdf"): "stored", url("files/b/report.pdf"): "stored"}), "row"),
+        Record(
+            "two attachments with one file name",
+            with_urls(**{url("files/a/report.pdf"): "stored", url("files/b/report.pdf"): "stored"}),
+            "row",
+        ),
         Record("a real presigned URL of 2,000 characters", with_urls(**{presigned: "stored"}), "row"),
-        Record("Azure SAS with a date-only expiry", with_urls(**{url("files/sas/x.pdf") + "?sv=2024&se=2030-01-01&sig=abc": "stored"}), "row"),
-        Record("X-Amz-Expires=99999999999999", with_urls(**{url("files/amz/x.pdf") + "?X-Amz-Date=20261201T000000Z&X-Amz-Expires=99999999999999&X-Amz-Signature=s": "stored"}), "row"),
-        Record("Expires=99999999999999", with_urls(**{url("files/v2/x.pdf") + "?Expires=99999999999999&Signature=s": "stored"}), "row"),
+        Record(
+            "Azure SAS with a date-only expiry",
+            with_urls(**{url("files/sas/x.pdf") + "?sv=2024&se=2030-01-01&sig=abc": "stored"}),
+            "row",
+        ),
+        Record(
+            "X-Amz-Expires=99999999999999",
+            with_urls(
+                **{
+                    url("files/amz/x.pdf")
+                    + "?X-Amz-Date=20261201T000000Z&X-Amz-Expires=99999999999999&X-Amz-Signature=s": "stored"
+                }
+            ),
+            "row",
+        ),
+        Record(
+            "Expires=99999999999999",
+            with_urls(**{url("files/v2/x.pdf") + "?Expires=99999999999999&Signature=s": "stored"}),
+            "row",
+        ),
         Record("a wholly non-ASCII file name", with_urls(**{url("files/jp/見積書.pdf"): "stored"}), "row"),
-        Record("a fullwidth host name", with_urls(**{url("files/fw/x.pdf").replace("attachments.test", "ａｔｔａｃｈｍｅｎｔｓ.test"): "stored"}), "row"),
+        Record(
+            "a fullwidth host name",
+            with_urls(**{url("files/fw/x.pdf").replace("attachments.test", "ａｔｔａｃｈｍｅｎｔｓ.test"): "stored"}),
+            "row",
+        ),
         Record("IDNA look-alike host", with_urls(**{"http://glaß.com/x.pdf": "dlq:blocked_url"}), "row"),
         Record("percent-encoded host", with_urls(**{"http://attachments%2Etest/x.pdf": "dlq:blocked_url"}), "row"),
-        Record("credentials in the URL", with_urls(**{url("files/c/x.pdf").replace("http://", "http://user:pw@"): "dlq:blocked_url"}), "row"),
+        Record(
+            "credentials in the URL",
+            with_urls(**{url("files/c/x.pdf").replace("http://", "http://user:pw@"): "dlq:blocked_url"}),
+            "row",
+        ),
         Record("bidi override in the URL", with_urls(**{url("files/\u202efdp.exe"): "dlq:blocked_url"}), "row"),
         Record("a URL of 9,000 characters", with_urls(**{url("files/" + "l" * 9000 + ".pdf"): "dlq:blocked_url"}), "row"),
-        Record("a host resolving to a private address", with_urls(**{"http://internal.test/x.pdf": "dlq:blocked_address"}), "row"),
+        Record(
+            "a host resolving to a private address", with_urls(**{"http://internal.test/x.pdf": "dlq:blocked_address"}), "row"
+        ),
         Record("gzip body", with_urls(**{url("gzip/z.pdf"): "stored"}), "row"),
         Record("gzip bomb", with_urls(**{url(f"bomb/{64 * 1024 * 1024}/bomb.pdf"): "dlq:too_large"}), "row"),
         Record("brotli the client never asked for", with_urls(**{url("encoded/br/b.pdf"): "dlq:unsupported_encoding"}), "row"),
         Record("a host dripping a byte at a time", with_urls(**{url("drip/0.2/d.pdf"): "retry:deadline_exceeded"}), "row"),
-        Record("redirect to https://[::1", with_urls(**{url("raw-redirect") + "?to=" + quote("https://[::1", safe=""): "dlq:blocked_redirect"}), "row"),
+        Record(
+            "redirect to https://[::1",
+            with_urls(**{url("raw-redirect") + "?to=" + quote("https://[::1", safe=""): "dlq:blocked_redirect"}),
+            "row",
+        ),
         Record("redirect loop", with_urls(**{url("loop/l.pdf"): "dlq:too_many_redirects"}), "row"),
-        Record("Retry-After date without a zone", with_urls(**{url("retry-after/" + quote("Wed, 21 Oct 2035 07:28:00", safe="") + "/r1.pdf"): "retry:http_503"}), "row"),
-        Record("Retry-After -0000", with_urls(**{url("retry-after/" + quote("Wed, 21 Oct 2035 07:28:00 -0000", safe="") + "/r2.pdf"): "retry:http_503"}), "row"),
-        Record("Retry-After superscript two", with_urls(**{url("retry-after/" + quote("²", safe="") + "/r3.pdf"): "retry:http_503"}), "row"),
+        Record(
+            "Retry-After date without a zone",
+            with_urls(**{url("retry-after/" + quote("Wed, 21 Oct 2035 07:28:00", safe="") + "/r1.pdf"): "retry:http_503"}),
+            "row",
+        ),
+        Record(
+            "Retry-After -0000",
+            with_urls(**{url("retry-after/" + quote("Wed, 21 Oct 2035 07:28:00 -0000", safe="") + "/r2.pdf"): "retry:http_503"}),
+            "row",
+        ),
+        Record(
+            "Retry-After superscript two",
+            with_urls(**{url("retry-after/" + quote("²", safe="") + "/r3.pdf"): "retry:http_503"}),
+            "row",
+        ),
         Record("an answer that is not HTTP", with_urls(**{url("garbage/g.pdf"): "retry:protocol_error"}), "row"),
         Record("a 20 kB response header", with_urls(**{url("long-header/h.pdf"): "retry:protocol_error"}), "row"),
         Record("a body shorter than its Content-Length", with_urls(**{url("short/s.pdf"): "retry:connection_error"}), "row"),
         Record("an empty body", with_urls(**{url("empty/e.pdf"): "dlq:wrong_file_type"}), "row"),
         Record("an HTML page for a PDF", with_urls(**{url("as/text%2Fhtml/h.pdf"): "dlq:wrong_file_type"}), "row"),
-        Record("a traversal in Content-Disposition", with_urls(**{url("disposition/download") + "?cd=" + quote('attachment; filename="../../etc/x.pdf"', safe=""): "stored"}), "row"),
+        Record(
+            "a traversal in Content-Disposition",
+            with_urls(
+                **{url("disposition/download") + "?cd=" + quote('attachment; filename="../../etc/x.pdf"', safe=""): "stored"}
+            ),
+            "row",
+        ),
         Record("401", with_urls(**{url("status/401/x.pdf"): "dlq:http_401"}), "row"),
     ]
     return cases, urls
@@ -141,7 +233,11 @@ def download_task_cases(pending_good: Callable[[], bytes]) -> list[Record]:
     return [
         Record("task: garbage bytes", b"\xde\xad\xbe\xef", "dlq:malformed"),
         Record("task: negative retry count", raw({**task, "retry_count": -1}), "dlq:invalid", reason="retry_count"),
-        Record("task: impossible ingestion date", raw({**task, "source": {**task["source"], "ingestion_date": "9999-99-99"}}), "dlq:invalid"),
+        Record(
+            "task: impossible ingestion date",
+            raw({**task, "source": {**task["source"], "ingestion_date": "9999-99-99"}}),
+            "dlq:invalid",
+        ),
         Record("task: event time year 10000", raw({**task, "event_timestamp": "9999-12-31T23:59:59-01:00"}), "dlq:invalid"),
         Record("task: 1 MB trace id", raw({**task, "trace_id": "t" * 1_000_000}), "dlq:invalid", reason="trace_id"),
         Record("task: a JSON string", b'"a task"', "dlq:invalid"),
@@ -152,12 +248,31 @@ def claimx_event_cases(source: ClaimXEventSource) -> list[Record]:
     base = source.event("PROJECT_CREATED")
     return [
         Record("claimx: unknown event type", raw({**base, "event_type": "PROJECT_DELETED"}), "dlq:invalid"),
-        Record("claimx: file event without media", raw({**base, "event_type": "PROJECT_FILE_ADDED"}), "dlq:invalid", reason="media_id"),
+        Record(
+            "claimx: file event without media",
+            raw({**base, "event_type": "PROJECT_FILE_ADDED"}),
+            "dlq:invalid",
+            reason="media_id",
+        ),
         Record("claimx: path in project id", raw({**base, "project_id": "../../admin"}), "dlq:invalid", reason="project_id"),
-        Record("claimx: project id 10^308", encode(base).replace(b'"project_id":', b'"project_id":1' + b"0" * 308 + b",\"x\":"), "dlq:invalid"),
+        Record(
+            "claimx: project id 10^308",
+            encode(base).replace(b'"project_id":', b'"project_id":1' + b"0" * 308 + b',"x":'),
+            "dlq:invalid",
+        ),
         Record("claimx: NaN in raw_data", raw({**base, "raw_data": {"v": float("nan")}}), "dlq:malformed"),
-        Record("claimx: 1e400 in raw_data", encode({**base, "raw_data": {}}).replace(b'"raw_data":{}', b'"raw_data":{"v":1e400}'), "dlq:invalid", reason="raw_data"),
-        Record("claimx: ingested year 10000", raw({**base, "ingested_at": "9999-12-31T23:59:59-01:00"}), "dlq:invalid", reason="ingested_at"),
+        Record(
+            "claimx: 1e400 in raw_data",
+            encode({**base, "raw_data": {}}).replace(b'"raw_data":{}', b'"raw_data":{"v":1e400}'),
+            "dlq:invalid",
+            reason="raw_data",
+        ),
+        Record(
+            "claimx: ingested year 10000",
+            raw({**base, "ingested_at": "9999-12-31T23:59:59-01:00"}),
+            "dlq:invalid",
+            reason="ingested_at",
+        ),
         Record("claimx: not JSON", b"<xml/>", "dlq:malformed"),
     ]
 
@@ -176,11 +291,15 @@ def hostile_resources(resources, host, kafka, topics):
     settings = resources["attachment_http"].settings.model_copy(
         update={"max_file_bytes": 1024 * 1024, "download_deadline_s": 3.0, "concurrency": 16}
     )
-    limits = {topics.xact_events: str(4 * 1024 * 1024), topics.xact_events_dlq: str(1024 * 1024)}
+    limits = {topics.xact.events: str(4 * 1024 * 1024), topics.xact.events_dlq: str(1024 * 1024)}
     admin = kafka.admin()  # held: the futures die with their client
     futures = admin.incremental_alter_configs(
         [
-            ConfigResource(ConfigResource.Type.TOPIC, name, incremental_configs=[ConfigEntry("max.message.bytes", size, incremental_operation=AlterConfigOpType.SET)])
+            ConfigResource(
+                ConfigResource.Type.TOPIC,
+                name,
+                incremental_configs=[ConfigEntry("max.message.bytes", size, incremental_operation=AlterConfigOpType.SET)],
+            )
             for name, size in limits.items()
         ]
     )
@@ -189,10 +308,14 @@ def hostile_resources(resources, host, kafka, topics):
     return {**resources, "attachment_http": AttachmentHttpResource(settings=DownloadSettings(**settings.model_dump()))}
 
 
-def produce_interleaved(kafka, topic: str, records: list[Record], good: Callable[[], bytes], partitions: int = 3) -> dict[tuple[int, int], Record]:
+def produce_interleaved(
+    kafka, topic: str, records: list[Record], good: Callable[[], bytes], partitions: int = 3
+) -> dict[tuple[int, int], Record]:
     """Each record between two good ones, round robin over the partitions; returns what every
     offset holds (good records as kind ``good``)."""
-    producer = Producer({**kafka.client_config(), "message.max.bytes": 16 * 1024 * 1024, "compression.type": "lz4", "linger.ms": 5})
+    producer = Producer(
+        {**kafka.client_config(), "message.max.bytes": 16 * 1024 * 1024, "compression.type": "lz4", "linger.ms": 5}
+    )
     placed: dict[tuple[int, int], Record] = {}
     errors: list = []
 
@@ -204,7 +327,9 @@ def produce_interleaved(kafka, topic: str, records: list[Record], good: Callable
                 placed[(msg.partition(), msg.offset())] = record
 
         value = record.value() if callable(record.value) else record.value
-        producer.produce(topic, value=value, key=record.key, headers=record.headers or None, partition=partition, on_delivery=delivered)
+        producer.produce(
+            topic, value=value, key=record.key, headers=record.headers or None, partition=partition, on_delivery=delivered
+        )
         producer.flush(30)  # one at a time: offsets follow the order
 
     for index, record in enumerate(records):
@@ -216,11 +341,12 @@ def produce_interleaved(kafka, topic: str, records: list[Record], good: Callable
     return placed
 
 
-def run_all(sensor, asset, defs, resources, instance) -> list[dg.ExecuteInProcessResult]:
+def run_all(sensor, asset, resources, instance) -> list[dg.ExecuteInProcessResult]:
     """Ticks until the sensor plans nothing more; every run must succeed."""
-    results, cursor = [], None
+    results: list[dg.ExecuteInProcessResult] = []
+    cursor = None
     for _ in range(20):
-        data = tick(sensor, defs, instance, resources, cursor)
+        data = tick(sensor, instance, resources, cursor)
         cursor = data.cursor or cursor
         if not data.run_requests:
             return results
@@ -231,16 +357,21 @@ def run_all(sensor, asset, defs, resources, instance) -> list[dg.ExecuteInProces
     raise AssertionError("the sensor kept planning")
 
 
-def dead_letters(consume_all, topic: str) -> dict[tuple[int, int], dict[str, str]]:
+def dead_letters(consume_all, topic: str) -> dict[tuple[int, int], dict[str, Any]]:
     """The DLQ's entries by the offset of the record they stand for."""
     entries = {}
     for message in consume_all(topic):
         headers = error_headers(message)
-        entries[(int(headers["partition"]), int(headers["offset"]))] = {**headers, "claim": CLAIM_CHECK_HEADER in dict(message.headers() or [])}
+        entries[(int(headers["partition"]), int(headers["offset"]))] = {
+            **headers,
+            "claim": CLAIM_CHECK_HEADER in dict(message.headers() or []),
+        }
     return entries
 
 
-def account(placed: dict[tuple[int, int], Record], rows: set[tuple[int, int]], dlq: dict[tuple[int, int], dict]) -> Counter:
+def account(
+    placed: dict[tuple[int, int], Record], rows: set[tuple[int, int]], dlq: dict[tuple[int, int], dict[str, Any]]
+) -> Counter:
     """Every offset exactly once: as a row, a duplicate or a DLQ entry with its reason."""
     outcomes: Counter = Counter()
     for position, record in placed.items():
@@ -271,12 +402,12 @@ def test_no_record_or_answer_stops_the_xact_pipeline(hostile_resources, host, ka
 
     cases, url_outcomes = event_cases(host, good_events)
     assert len(cases) >= 30
-    placed = produce_interleaved(kafka, topics.xact_events, cases, lambda: encode(good()))
+    placed = produce_interleaved(kafka, topics.xact.events, cases, lambda: encode(good()))
 
-    run_all(xact_events_sensor, xact_events, xact.defs, hostile_resources, instance)
+    run_all(xact_events_kafka_sensor, xact_events, hostile_resources, instance)
 
     rows = table_rows(lake, "xact_events")
-    dlq = dead_letters(consume_all, topics.xact_events_dlq)
+    dlq = dead_letters(consume_all, topics.xact.events_dlq)
     outcomes = account(placed, set(zip(rows["kafka_partition"], rows["kafka_offset"])), dlq)
     assert outcomes["dlq:malformed"] >= 8 and outcomes["dlq:invalid"] >= 10
     claimed = [entry for entry in dlq.values() if entry["claim"]]
@@ -284,22 +415,26 @@ def test_no_record_or_answer_stops_the_xact_pipeline(hostile_resources, host, ka
     assert set(rows["trace_id"]) >= {e["trace_id"] for e in good_events}
 
     # The download tasks, plus hostile records on downloads.pending itself.
-    pending = consume_all(topics.xact_downloads_pending)
+    pending = consume_all(topics.xact.downloads_pending)
     good_task = pending[0].value()
     task_cases = download_task_cases(lambda: good_task)
     good_urls = {e["attachments"][0] for e in good_events}
-    placed_tasks = produce_interleaved(kafka, topics.xact_downloads_pending, task_cases, lambda: good_task)
+    placed_tasks = produce_interleaved(kafka, topics.xact.downloads_pending, task_cases, lambda: good_task)
     assert not (set(placed_tasks) & {(m.partition(), m.offset()) for m in pending})
 
-    run_all(xact_attachments_sensor, xact_attachments, xact.defs, hostile_resources, instance)
+    run_all(xact_attachments_pending_sensor, xact_attachments, hostile_resources, instance)
 
     inventory = table_rows(lake, "xact_attachments")
     stored = set(inventory["attachment_url"])
     assert good_urls <= stored, "good attachments after the bad ones did not land"
-    task_dlq = dead_letters(consume_all, topics.xact_downloads_dlq)
-    by_code = {json.loads(m.value())["task"]["attachment_url"]: json.loads(m.value())["error_code"] for m in consume_all(topics.xact_downloads_dlq) if b'"task"' in (m.value() or b"")}
+    task_dlq = dead_letters(consume_all, topics.xact.downloads_dlq)
+    by_code = {
+        json.loads(m.value())["task"]["attachment_url"]: json.loads(m.value())["error_code"]
+        for m in consume_all(topics.xact.downloads_dlq)
+        if b'"task"' in (m.value() or b"")
+    }
     retried = {}
-    for retry_topic, _ in hostile_resources["pipeline"].retry_topics(topics.xact_downloads_pending):
+    for retry_topic, _ in hostile_resources["ingest"].retry_topics(topics.xact.downloads_pending):
         for message in consume_all(retry_topic):
             task = json.loads(message.value())
             retried[task["attachment_url"]] = task["history"][-1]["code"]
@@ -308,9 +443,13 @@ def test_no_record_or_answer_stops_the_xact_pipeline(hostile_resources, host, ka
         if where == "stored":
             assert url in stored, f"{url[:80]}: not stored (dlq {by_code.get(url)}, retry {retried.get(url)})"
         elif where == "retry":
-            assert retried.get(url) == code and url not in stored, f"{url[:80]}: expected retry {code}, got {retried.get(url)} / dlq {by_code.get(url)}"
+            assert retried.get(url) == code and url not in stored, (
+                f"{url[:80]}: expected retry {code}, got {retried.get(url)} / dlq {by_code.get(url)}"
+            )
         else:
-            assert by_code.get(url) == code and url not in stored, f"{url[:80]}: expected DLQ {code}, got {by_code.get(url)} / retry {retried.get(url)}"
+            assert by_code.get(url) == code and url not in stored, (
+                f"{url[:80]}: expected DLQ {code}, got {by_code.get(url)} / retry {retried.get(url)}"
+            )
     # Hostile task records: dead-lettered as they were, by their own offsets, with a reason.
     for position, record in placed_tasks.items():
         if record.kind == "good":
@@ -323,7 +462,21 @@ def test_no_record_or_answer_stops_the_xact_pipeline(hostile_resources, host, ka
     assert japanese["file_name"].to_list() == ["attachment.pdf"]
 
 
-def test_no_record_or_answer_stops_the_claimx_pipeline(resources, kafka, lake, topics, instance, consume_all, claimx_world, claimx_api_double):
+def hostile_answer(kind: str, project: dict, media: list[dict]) -> bytes:
+    if kind == "nesting 5,000 deep":
+        return b'{"projectId": "P", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    if kind == "an impossible date":
+        return json.dumps({**project, "dateOfLoss": "2026-13-45"}).encode()
+    if kind == "year 10000":
+        return json.dumps({**project, "createdAt": "9999-12-31T23:59:59-01:00"}).encode()
+    if kind == "an integer past int64":
+        return json.dumps({**media[-1], "sizeBytes": 10**30}).encode()
+    return b"<html>maintenance</html>"
+
+
+def test_no_record_or_answer_stops_the_claimx_pipeline(
+    resources, kafka, lake, topics, instance, consume_all, claimx_world, claimx_api_double
+):
     source = ClaimXEventSource(claimx_world, random.Random(5), active_projects=4)
 
     def good() -> bytes:
@@ -342,35 +495,30 @@ def test_no_record_or_answer_stops_the_claimx_pipeline(resources, kafka, lake, t
     ]:
         event = hostile_projects.event("PROJECT_FILE_ADDED" if endpoint else "PROJECT_CREATED", claimx_world.new_project())
         project_id = str(event["project_id"])
-        project = claimx_world.project_json(project_id)
-        body = {
-            "nesting 5,000 deep": lambda: b'{"projectId": "P", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
-            "an impossible date": lambda: json.dumps({**project, "dateOfLoss": "2026-13-45"}).encode(),
-            "year 10000": lambda: json.dumps({**project, "createdAt": "9999-12-31T23:59:59-01:00"}).encode(),
-            "an integer past int64": lambda: json.dumps({**claimx_world.media_json(project_id)[-1], "sizeBytes": 10**30}).encode(),
-            "not JSON": lambda: b"<html>maintenance</html>",
-        }[answer]()
+        body = hostile_answer(answer, claimx_world.project_json(project_id), claimx_world.media_json(project_id))
         claimx_api_double.poison(project_id, body, endpoint)
         poisoned[event["event_id"]] = (answer, expected)
         cases.append(Record(f"claimx API answer: {answer}", encode(event), "row"))
-    placed = produce_interleaved(kafka, topics.claimx_events, cases, good)
+    placed = produce_interleaved(kafka, topics.claimx.events, cases, good)
 
-    run_all(claimx_events_sensor, claimx_events, claimx.defs, resources, instance)
+    run_all(claimx_events_kafka_sensor, claimx_events, resources, instance)
     events = table_rows(lake, "claimx_events")
-    account(placed, set(zip(events["kafka_partition"], events["kafka_offset"])), dead_letters(consume_all, topics.claimx_events_dlq))
+    account(
+        placed, set(zip(events["kafka_partition"], events["kafka_offset"])), dead_letters(consume_all, topics.claimx.events_dlq)
+    )
 
-    first_task = consume_all(topics.claimx_enrichment_pending)[0].value()
+    first_task = consume_all(topics.claimx.enrichment_pending)[0].value()
     task = json.loads(first_task)
     enrichment_cases = [
         Record("enrichment: garbage", b"\x00\x01", "dlq:malformed"),
         Record("enrichment: unknown event type", raw({**task, "event_type": "NOPE"}), "dlq:invalid"),
         Record("enrichment: id with a slash", raw({**task, "project_id": "a/b"}), "dlq:invalid"),
     ]
-    placed_tasks = produce_interleaved(kafka, topics.claimx_enrichment_pending, enrichment_cases, lambda: first_task)
-    run_all(claimx_enrichment_sensor, claimx_entities, claimx.defs, resources, instance)
+    placed_tasks = produce_interleaved(kafka, topics.claimx.enrichment_pending, enrichment_cases, lambda: first_task)
+    run_all(claimx_enrichment_pending_sensor, claimx_entities, resources, instance)
 
     log = table_rows(lake, "claimx_enrichment_log")
-    task_dlq = dead_letters(consume_all, topics.claimx_enrichment_dlq)
+    task_dlq = dead_letters(consume_all, topics.claimx.enrichment_dlq)
     for position, record in placed_tasks.items():
         if record.kind != "good":
             assert task_dlq[position]["category"] == record.expect.split(":")[1], record.kind
@@ -381,17 +529,27 @@ def test_no_record_or_answer_stops_the_claimx_pipeline(resources, kafka, lake, t
     good_events = set(events.filter(~events["event_id"].is_in(list(poisoned)))["event_id"])
     assert {e for e in good_events if outcome.get(e) == "enriched"} == good_events
 
-    media_task = consume_all(topics.claimx_downloads_pending)[0].value()
+    media_task = consume_all(topics.claimx.downloads_pending)[0].value()
     task = json.loads(media_task)
     media_cases = [
         Record("media: garbage", b"\xff" * 64, "dlq:malformed"),
-        Record("media: link of 70,000 characters", raw({**task, "download_url": "http://media.claimx.test/" + "x" * 70_000}), "dlq:invalid", reason="download_url"),
-        Record("media: expiry in year 10000", raw({**task, "expires_at": "9999-12-31T23:59:59-01:00"}), "dlq:invalid", reason="expires_at"),
+        Record(
+            "media: link of 70,000 characters",
+            raw({**task, "download_url": "http://media.claimx.test/" + "x" * 70_000}),
+            "dlq:invalid",
+            reason="download_url",
+        ),
+        Record(
+            "media: expiry in year 10000",
+            raw({**task, "expires_at": "9999-12-31T23:59:59-01:00"}),
+            "dlq:invalid",
+            reason="expires_at",
+        ),
         Record("media: media id with a slash", raw({**task, "media_id": "../m"}), "dlq:invalid", reason="media_id"),
     ]
-    placed_media = produce_interleaved(kafka, topics.claimx_downloads_pending, media_cases, lambda: media_task)
-    run_all(claimx_attachments_sensor, claimx_attachments, claimx.defs, resources, instance)
-    media_dlq = dead_letters(consume_all, topics.claimx_downloads_dlq)
+    placed_media = produce_interleaved(kafka, topics.claimx.downloads_pending, media_cases, lambda: media_task)
+    run_all(claimx_attachments_pending_sensor, claimx_attachments, resources, instance)
+    media_dlq = dead_letters(consume_all, topics.claimx.downloads_dlq)
     for position, record in placed_media.items():
         if record.kind != "good":
             entry = media_dlq[position]

@@ -10,57 +10,51 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import dagster as dg
 import pytest
 
-from pipeline_defs.defs import health, xact
 from pipeline_defs.defs.health.alerts import run_failure_alert_sensor
 from pipeline_defs.defs.xact.assets import xact_events
-from pipeline_defs.defs.xact.sensors import xact_events_sensor
-from pipeline_defs.lib.alerts import AlertWebhookResource
-from pipeline_defs.lib.offset_ranges import RANGES_TAG, TOPIC_TAG
-from pipeline_defs.lib.settings import IngestSettings, PipelineConfigResource
-from pipeline_defs_tests.kafka_helpers import execute, produce_events, sample_events, table_rows, tick
+from pipeline_defs.defs.xact.sensors import xact_events_kafka_sensor
+from pipeline_defs.lib.health.alerts import AlertWebhookResource
+from pipeline_defs.lib.kafka.ranges import RANGES_TAG, TOPIC_TAG
+from pipeline_defs_tests.support.kafka import execute, location, produce_events, sample_events, table_rows, tick, with_ingest
 
 CHECK = dg.AssetCheckKey(dg.AssetKey("xact_events"), "consumer_keeps_up")
 
 
 def ingest_all(resources, instance, cursor=None):
-    data = tick(xact_events_sensor, xact.defs, instance, resources, cursor)
+    data = tick(xact_events_kafka_sensor, instance, resources, cursor)
     for request in data.run_requests:
         assert execute(xact_events, request, resources, instance).success
     return data
 
 
 def evaluate_check(resources, instance) -> dg.AssetCheckEvaluation:
-    check_defs = [c for c in health.stream_checks if CHECK in c.check_keys]
-    result = dg.materialize(
-        [xact_events, *check_defs],
-        selection=dg.AssetSelection.checks(CHECK),
-        resources=resources,
-        instance=instance,
+    job = (
+        location(resources)
+        .resolve_implicit_global_asset_job_def()
+        .get_subset(asset_check_selection={CHECK}, asset_selection=set())
     )
+    result = job.execute_in_process(instance=instance)
     (evaluation,) = result.get_asset_check_evaluations()
     return evaluation
 
 
 def reset_job(resources) -> dg.JobDefinition:
-    return dg.Definitions.merge(health.defs, dg.Definitions(resources=resources)).resolve_job_def("kafka_offsets_reset_job")
+    return location(resources).resolve_job_def("kafka_offsets_reset_job")
 
 
-def with_ingest(resources, **changes):
-    pipeline = resources["pipeline"]
-    return {**resources, "pipeline": PipelineConfigResource(topics=pipeline.topics, ingest=IngestSettings(**{**pipeline.ingest.model_dump(), **changes}))}
-
-
-def test_a_recreated_topic_is_named_by_the_sensor_and_the_check_and_the_reset_job_resumes_it(resources, topics, kafka, lake, instance):
-    produce_events(kafka, topics.xact_events, sample_events(90))
+def test_a_recreated_topic_is_named_by_the_sensor_and_the_check_and_the_reset_job_resumes_it(
+    resources, topics, kafka, lake, instance
+):
+    produce_events(kafka, topics.xact.events, sample_events(90))
     first = ingest_all(resources, instance)
     admin = kafka.admin()
-    for future in admin.delete_topics([topics.xact_events], operation_timeout=30).values():
+    for future in admin.delete_topics([topics.xact.events], operation_timeout=30).values():
         future.result(30)
-    kafka.create_topics([topics.xact_events], 3)
+    kafka.create_topics([topics.xact.events], 3)
     fresh = sample_events(9, seed=41)
-    produce_events(kafka, topics.xact_events, fresh)
+    produce_events(kafka, topics.xact.events, fresh)
 
-    stuck = tick(xact_events_sensor, xact.defs, instance, resources, first.cursor)
+    stuck = tick(xact_events_kafka_sensor, instance, resources, first.cursor)
 
     assert not stuck.run_requests
     assert "below the next planned offset" in stuck.skip_message and "kafka_offsets_reset_job" in stuck.skip_message
@@ -69,7 +63,19 @@ def test_a_recreated_topic_is_named_by_the_sensor_and_the_check_and_the_reset_jo
     assert evaluation.metadata["offsets_past_log_end"].value  # names the partitions
 
     reset = reset_job(resources).execute_in_process(
-        run_config={"ops": {"reset_kafka_offsets": {"config": {"table": "xact_events", "topic": topics.xact_events, "to": "earliest", "reason": "topic recreated", "confirm": True}}}},
+        run_config={
+            "ops": {
+                "reset_kafka_offsets": {
+                    "config": {
+                        "table": "xact_events",
+                        "topic": topics.xact.events,
+                        "to": "earliest",
+                        "reason": "topic recreated",
+                        "confirm": True,
+                    }
+                }
+            }
+        },
         resources=resources,
         instance=instance,
     )
@@ -83,41 +89,49 @@ def test_a_recreated_topic_is_named_by_the_sensor_and_the_check_and_the_reset_jo
 
 def test_the_reset_job_refuses_without_confirm(resources, topics, instance):
     result = reset_job(resources).execute_in_process(
-        run_config={"ops": {"reset_kafka_offsets": {"config": {"table": "xact_events", "topic": topics.xact_events, "reason": "oops"}}}},
+        run_config={
+            "ops": {"reset_kafka_offsets": {"config": {"table": "xact_events", "topic": topics.xact.events, "reason": "oops"}}}
+        },
         resources=resources,
         instance=instance,
         raise_on_error=False,
     )
     assert not result.success
     (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-    assert "confirm" in failure.step_failure_data.error.message
+    assert "confirm" in str(failure.step_failure_data.error)
 
 
 def test_a_stalled_range_pauses_the_sensor_and_says_which_range_and_why(resources, topics, kafka, instance):
-    produce_events(kafka, topics.xact_events, sample_events(20))
+    produce_events(kafka, topics.xact.events, sample_events(20))
     stalling = with_ingest(resources, stall_after_failed_runs=3, stall_probe_interval_s=3600)
     for _ in range(3):
         run = instance.add_run(
-            dg.DagsterRun(job_name="xact_events_job", tags={TOPIC_TAG: topics.xact_events, RANGES_TAG: "0:0-7"}, status=dg.DagsterRunStatus.STARTED)
+            dg.DagsterRun(
+                job_name="xact_events_job",
+                tags={TOPIC_TAG: topics.xact.events, RANGES_TAG: "0:0-7"},
+                status=dg.DagsterRunStatus.STARTED,
+            )
         )
         instance.report_run_failed(run, message="StorageUnavailable: upload to the lake failed")
 
-    paused = tick(xact_events_sensor, xact.defs, instance, stalling)
+    paused = tick(xact_events_kafka_sensor, instance, stalling)
 
     assert not paused.run_requests
     assert paused.skip_message.startswith("stalled: the last 3 xact_events_job runs failed")
-    assert f"{topics.xact_events}@0:0-7" in paused.skip_message and "StorageUnavailable" in paused.skip_message
-    probing = tick(xact_events_sensor, xact.defs, instance, with_ingest(resources, stall_after_failed_runs=3, stall_probe_interval_s=0))
+    assert f"{topics.xact.events}@0:0-7" in paused.skip_message and "StorageUnavailable" in paused.skip_message
+    probing = tick(
+        xact_events_kafka_sensor, instance, with_ingest(resources, stall_after_failed_runs=3, stall_probe_interval_s=0)
+    )
     assert probing.run_requests  # once the probe interval has passed, planning tries again
 
 
 def test_a_corrupt_cursor_restarts_planning_from_the_committed_offsets(resources, topics, kafka, lake, instance):
-    produce_events(kafka, topics.xact_events, sample_events(50))
+    produce_events(kafka, topics.xact.events, sample_events(50))
     first = ingest_all(resources, instance)
-    produce_events(kafka, topics.xact_events, sample_events(10, seed=9))
+    produce_events(kafka, topics.xact.events, sample_events(10, seed=9))
 
     for corrupt in ("{not json", '{"topics": {"t": {"0": "minus one"}}}', '{"topics": {"t": {"0": -5}}}', "[]"):
-        data = tick(xact_events_sensor, xact.defs, instance, resources, corrupt)
+        data = tick(xact_events_kafka_sensor, instance, resources, corrupt)
         assert data.run_requests, corrupt
     for request in data.run_requests:
         execute(xact_events, request, resources, instance)
@@ -128,7 +142,7 @@ def test_a_corrupt_cursor_restarts_planning_from_the_committed_offsets(resources
 class Receiver(BaseHTTPRequestHandler):
     posts: list = []
 
-    def do_POST(self):  # noqa: N802 - the http.server API
+    def do_POST(self):
         Receiver.posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         self.send_response(200)
         self.end_headers()
@@ -147,14 +161,21 @@ def webhook():
 
 
 def test_a_failed_run_is_posted_to_the_webhook_as_a_teams_card(instance, webhook):
-    run = instance.add_run(dg.DagsterRun(job_name="xact_events_job", tags={RANGES_TAG: "0:0-1"}, status=dg.DagsterRunStatus.STARTED))
+    run = instance.add_run(
+        dg.DagsterRun(job_name="xact_events_job", tags={RANGES_TAG: "0:0-1"}, status=dg.DagsterRunStatus.STARTED)
+    )
     instance.report_run_failed(run, message="KafkaUnavailableError: broker down")
     failure = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)[-1].dagster_event
 
     context = dg.build_run_status_sensor_context(
-        sensor_name=run_failure_alert_sensor.name, dagster_event=failure, dagster_instance=instance, dagster_run=instance.get_run_by_id(run.run_id)
+        sensor_name=run_failure_alert_sensor.name,
+        dagster_event=failure,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run.run_id),
     )
-    run_failure_alert_sensor(context.for_run_failure(), alert_webhook=AlertWebhookResource(url=webhook, dagster_url="http://dagster.example"))
+    run_failure_alert_sensor(
+        context.for_run_failure(), alert_webhook=AlertWebhookResource(url=webhook, dagster_url="http://dagster.example")
+    )
 
     (message,) = Receiver.posts
     assert message["type"] == "message"

@@ -1,0 +1,1 @@
+"""One folder per domain; each registers what it owns in its ``__init__.DOMAIN``."""

@@ -1,0 +1,1 @@
+"""Shared mechanisms of the code location. Nothing here imports a domain."""

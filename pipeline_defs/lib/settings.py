@@ -1,19 +1,23 @@
-"""One settings model for the whole code location.
+"""The settings every domain shares, and how a domain's own section joins them.
 
 Precedence: environment (``PIPELINE_<SECTION>__<FIELD>``) > ``config.yaml`` > defaults.
 The YAML file is ``$PIPELINE_CONFIG_FILE`` when set, else ``./config.yaml`` when present.
 Secrets never live here: a section names the environment variable that holds one
 (``*_env`` fields) and the resource binds it with ``dg.EnvVar`` so Dagster resolves it
-at run time and shows only the variable's name.
+at run time and shows only the variable's name. Each domain registers its own section
+(``PIPELINE_XACT__TOPICS__EVENTS``, ``PIPELINE_CLAIMX__API__BASE_URL``, ...); the code
+location's settings model is the shared one plus those sections (``settings_model``).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, TypeVar
 
 import dagster as dg
+from pydantic import create_model
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,25 +42,6 @@ class KafkaConnection(dg.Config):
     max_message_bytes: Optional[int] = None
 
 
-class TopicNames(dg.Config):
-    """Topic names; the defaults follow the seeds' topic design."""
-
-    xact_events: str = "events.raw"
-    xact_events_dlq: str = "events.raw.dlq"
-    xact_downloads_pending: str = "downloads.pending"
-    xact_downloads_dlq: str = "downloads.dlq"
-    claimx_events: str = "claimx.events.raw"
-    claimx_events_dlq: str = "claimx.events.raw.dlq"
-    claimx_enrichment_pending: str = "claimx.enrichment.pending"
-    claimx_enrichment_dlq: str = "claimx.enrichment.dlq"
-    claimx_downloads_pending: str = "claimx.downloads.pending"
-    claimx_downloads_dlq: str = "claimx.downloads.dlq"
-    partitions: int = 6  # used only when this project creates the topics (local stack)
-    # DLQ topics this project creates accept records this large, and at least 64 KiB more than
-    # the topic they take dead letters from (the error headers); larger ones go by claim check.
-    dlq_max_message_bytes: int = 8 * 1024 * 1024
-
-
 class StorageSettings(dg.Config):
     """Where Delta tables live: a local path (embedded default), ``az://`` or ``abfss://``."""
 
@@ -70,7 +55,7 @@ class StorageSettings(dg.Config):
 
 
 class DownloadSettings(dg.Config):
-    """How attachments are fetched, and which URLs may be fetched at all."""
+    """How files are fetched from one kind of host, and which URLs may be fetched at all."""
 
     concurrency: int = 50
     connect_timeout_s: float = 10.0
@@ -90,20 +75,6 @@ class DownloadSettings(dg.Config):
     circuit_reset_s: float = 60.0
     temp_dir: Optional[str] = None
     temp_disk_bytes: int = 8 * 1024**3  # temporary files of one run's downloads, at most
-
-
-class ClaimXApiSettings(dg.Config):
-    """The ClaimX REST API: where it is, how hard we may press it, when we stop trying."""
-
-    base_url: str = "https://api.claimx.example/v1"
-    token_env: Optional[str] = None  # env var holding the bearer token, e.g. CLAIMX_API_TOKEN
-    max_concurrent: int = 20
-    timeout_s: float = 15.0
-    max_attempts: int = 3  # per call, for 5xx/429/timeouts; then the task goes to a retry topic
-    backoff_s: float = 0.5  # first wait between attempts; doubles, with jitter
-    max_backoff_s: float = 10.0
-    circuit_failure_threshold: int = 5
-    circuit_reset_s: float = 30.0
 
 
 class IngestSettings(dg.Config):
@@ -131,16 +102,10 @@ class IngestSettings(dg.Config):
     # after the last one they go to the DLQ. Default: the seeds' 5, 10, 20, 40 minutes.
     retry_delays_s: list[int] = [300, 600, 1200, 2400]
     failed_attachment_ratio_warn: float = 0.2
-
-
-class DlqSettings(dg.Config):
-    """When a DLQ view's health checks warn or fail."""
-
-    growth_window_min: int = 60
-    growth_warn_per_min: float = 1.0
-    growth_error_per_min: float = 10.0
-    oldest_warn_hours: float = 24.0
-    oldest_error_hours: float = 72.0
+    topic_partitions: int = 6  # used only when this project creates the topics (local stack)
+    # DLQ topics this project creates accept records this large, and at least 64 KiB more than
+    # the topic they take dead letters from (the error headers); larger ones go by claim check.
+    dlq_max_message_bytes: int = 8 * 1024 * 1024
 
 
 class AlertSettings(dg.Config):
@@ -150,21 +115,15 @@ class AlertSettings(dg.Config):
     dagster_url: str = "http://127.0.0.1:3000"  # the UI's address, for links in alerts
 
 
-class PipelineSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="PIPELINE_", env_nested_delimiter="__", extra="ignore"
-    )
+class CoreSettings(BaseSettings):
+    """The sections every domain shares."""
+
+    model_config = SettingsConfigDict(env_prefix="PIPELINE_", env_nested_delimiter="__", extra="ignore")
 
     source_kafka: KafkaConnection = KafkaConnection()
     kafka: KafkaConnection = KafkaConnection()
-    topics: TopicNames = TopicNames()
     storage: StorageSettings = StorageSettings()
     ingest: IngestSettings = IngestSettings()
-    downloads: DownloadSettings = DownloadSettings()
-    claimx_api: ClaimXApiSettings = ClaimXApiSettings()
-    # ClaimX media come from presigned links on the media hosts; their own allowlist.
-    claimx_media: DownloadSettings = DownloadSettings(allowed_extensions=["jpg", "jpeg", "png", "heic", "mp4", "mov", "pdf"])
-    dlq: DlqSettings = DlqSettings()
     alerts: AlertSettings = AlertSettings()
 
     @classmethod
@@ -180,13 +139,28 @@ class PipelineSettings(BaseSettings):
         return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file))
 
 
-class PipelineConfigResource(dg.ConfigurableResource):
-    """Topic names and ingest bounds shared by sensors and assets. No external system:
-    it makes the pipeline's configuration visible, typed, in the Dagster UI."""
+def settings_model(sections: Mapping[str, type[dg.Config]]) -> type[CoreSettings]:
+    """The shared settings plus each domain's section, under the domain's name."""
+    fields: dict[str, Any] = {name: (kind, kind()) for name, kind in sections.items()}
+    return create_model("PipelineSettings", __base__=CoreSettings, **fields)
 
-    topics: TopicNames
+
+Section = TypeVar("Section", bound=dg.Config)
+
+
+def section(settings: CoreSettings, name: str, kind: type[Section]) -> Section:
+    """A domain's own section of the settings."""
+    value = getattr(settings, name, None)
+    if not isinstance(value, kind):
+        raise TypeError(f"settings have no {name!r} section of type {kind.__name__}")
+    return value
+
+
+class IngestConfigResource(dg.ConfigurableResource):
+    """Ingest bounds shared by every sensor and run. No external system: it makes the
+    configuration visible, typed, in the Dagster UI."""
+
     ingest: IngestSettings
-    dlq: DlqSettings = DlqSettings()
 
     def consumer_group(self, asset_name: str) -> str:
         return f"{self.ingest.consumer_group_prefix}.{asset_name}"
@@ -194,26 +168,6 @@ class PipelineConfigResource(dg.ConfigurableResource):
     def retry_topics(self, base: str) -> list[tuple[str, int]]:
         """``(topic, delay_s)`` per retry level, e.g. ``downloads.pending.retry.5m``."""
         return [(retry_topic_name(base, d), d) for d in self.ingest.retry_delays_s]
-
-    def all_topics(self) -> list[str]:
-        named = [v for v in self.topics.model_dump().values() if isinstance(v, str)]
-        return named + [t for base in self.retried_topics() for t, _ in self.retry_topics(base)]
-
-    def dead_letter_sources(self) -> dict[str, str]:
-        """Each DLQ topic and the topic whose records it takes."""
-        t = self.topics
-        return {
-            t.xact_events_dlq: t.xact_events,
-            t.xact_downloads_dlq: t.xact_downloads_pending,
-            t.claimx_events_dlq: t.claimx_events,
-            t.claimx_enrichment_dlq: t.claimx_enrichment_pending,
-            t.claimx_downloads_dlq: t.claimx_downloads_pending,
-        }
-
-    def retried_topics(self) -> list[str]:
-        """Task topics whose failures wait in retry topics."""
-        t = self.topics
-        return [t.xact_downloads_pending, t.claimx_enrichment_pending, t.claimx_downloads_pending]
 
 
 def retry_topic_name(base: str, delay_s: int) -> str:

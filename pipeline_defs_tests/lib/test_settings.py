@@ -1,9 +1,12 @@
 import dagster as dg
 import pytest
 
-from pipeline_defs.lib.kafka import KafkaResource
-from pipeline_defs.lib.resources import build_resources
-from pipeline_defs.lib.settings import CONFIG_FILE_ENV, PipelineSettings
+from pipeline_defs.defs.claimx.settings import ClaimXSettings
+from pipeline_defs.defs.dlq.settings import DlqSettings
+from pipeline_defs.defs.xact.settings import XactSettings
+from pipeline_defs.domains import PipelineSettings, build_resources
+from pipeline_defs.lib.kafka.resource import KafkaResource
+from pipeline_defs.lib.settings import CONFIG_FILE_ENV, section
 
 
 @pytest.fixture
@@ -11,7 +14,7 @@ def config_file(tmp_path, monkeypatch):
     path = tmp_path / "config.yaml"
     path.write_text(
         "kafka:\n  bootstrap_servers: yaml-broker:9092\n"
-        "topics:\n  xact_events: yaml.events\n"
+        "xact:\n  topics:\n    events: yaml.events\n"
         "ingest:\n  max_events_per_run: 123\n"
     )
     monkeypatch.setenv(CONFIG_FILE_ENV, str(path))
@@ -22,14 +25,14 @@ def test_defaults_when_nothing_is_configured(monkeypatch, tmp_path):
     monkeypatch.setenv(CONFIG_FILE_ENV, str(tmp_path / "absent.yaml"))
     settings = PipelineSettings()
     assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"
-    assert settings.topics.xact_events == "events.raw"
+    assert section(settings, "xact", XactSettings).topics.events == "events.raw"
     assert settings.storage.lake_root == ".lake/tables"
 
 
 def test_yaml_overrides_defaults(config_file):
     settings = PipelineSettings()
     assert settings.kafka.bootstrap_servers == "yaml-broker:9092"
-    assert settings.topics.xact_events == "yaml.events"
+    assert section(settings, "xact", XactSettings).topics.events == "yaml.events"
     assert settings.ingest.max_events_per_run == 123
     assert settings.ingest.max_runs_per_tick == 4  # untouched fields keep their default
 
@@ -40,7 +43,7 @@ def test_environment_overrides_yaml(config_file, monkeypatch):
     settings = PipelineSettings()
     assert settings.kafka.bootstrap_servers == "env-broker:9093"
     assert settings.ingest.max_events_per_run == 77
-    assert settings.topics.xact_events == "yaml.events"
+    assert section(settings, "xact", XactSettings).topics.events == "yaml.events"
 
 
 def test_secrets_are_bound_as_env_vars_and_never_stored(monkeypatch, tmp_path):
@@ -60,3 +63,13 @@ def test_secrets_are_bound_as_env_vars_and_never_stored(monkeypatch, tmp_path):
 
     result = dg.materialize([password_seen_at_run_time], resources={"source_kafka": source})
     assert result.output_for_node("password_seen_at_run_time") is True
+
+
+def test_each_domain_has_its_own_section(monkeypatch, tmp_path):
+    monkeypatch.setenv(CONFIG_FILE_ENV, str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv("PIPELINE_CLAIMX__API__BASE_URL", "https://claimx.example/v2")
+    monkeypatch.setenv("PIPELINE_XACT__DOWNLOADS__ALLOWED_HOSTS", '["files.example.com"]')
+    settings = PipelineSettings()
+    assert section(settings, "claimx", ClaimXSettings).api.base_url == "https://claimx.example/v2"
+    assert section(settings, "xact", XactSettings).downloads.allowed_hosts == ["files.example.com"]
+    assert section(settings, "dlq", DlqSettings).oldest_error_hours == 72

@@ -4,15 +4,15 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from typing import Optional
+from typing import Optional, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
-from pipeline_defs.lib.dlq import RejectedRecord
-from pipeline_defs.lib.schemas.claimx import ClaimXEvent
-from pipeline_defs.lib.schemas.common import parsed
-from pipeline_defs.lib.schemas.xact import XactEvent
+from pipeline_defs.defs.claimx.models import ClaimXEvent
+from pipeline_defs.defs.xact.models import XactEvent
+from pipeline_defs.lib.dlq.records import RejectedRecord
+from pipeline_defs.lib.validation.fields import parsed
 
 XACT_COUNT = 200
 
@@ -22,14 +22,14 @@ def test_the_simulator_sends_events_duplicates_and_malformed_messages(test_stack
         **os.environ,
         "PIPELINE_CONFIG_FILE": "/nonexistent.yaml",
         "PIPELINE_SOURCE_KAFKA__BOOTSTRAP_SERVERS": test_stack.bootstrap_servers,
-        "PIPELINE_TOPICS__XACT_EVENTS": topics.xact_events,
-        "PIPELINE_TOPICS__CLAIMX_EVENTS": topics.claimx_events,
+        "PIPELINE_XACT__TOPICS__EVENTS": topics.xact.events,
+        "PIPELINE_CLAIMX__TOPICS__EVENTS": topics.claimx.events,
     }
     ports = ["--http-port", "0", "--claimx-api-port", "0", "--media-port", "0"]
     args = ["--rate", "100", "--count", str(XACT_COUNT), "--claimx-rate", "50", "--duplicate-ratio", "0.2", "--seed", "7"]
-    subprocess.run([sys.executable, "-m", "pipeline_defs.sim", *args, *ports], env=env, timeout=60, check=True)
+    subprocess.run([sys.executable, "-m", "pipeline_sim", *args, *ports], env=env, timeout=60, check=True)
 
-    xact = [_valid(XactEvent, m.value()) for m in consume_all(topics.xact_events)]
+    xact = [_valid(XactEvent, m.value()) for m in consume_all(topics.xact.events)]
     assert len(xact) == XACT_COUNT
     events = [e for e in xact if e is not None]
     assert 0 < XACT_COUNT - len(events) < XACT_COUNT * 0.1  # ~2 % rejected by the pipeline's own schema
@@ -38,11 +38,14 @@ def test_the_simulator_sends_events_duplicates_and_malformed_messages(test_stack
     urls = [url for e in events for url in e.attachments or []]
     assert urls and {urlsplit(u).hostname for u in urls} == {"attachments.sim.test"}
 
-    claimx = [_valid(ClaimXEvent, m.value()) for m in consume_all(topics.claimx_events)]
+    claimx = [_valid(ClaimXEvent, m.value()) for m in consume_all(topics.claimx.events)]
     assert len([e for e in claimx if e is not None]) > len(claimx) * 0.8
 
 
-def _valid(model: type[BaseModel], value: bytes) -> Optional[BaseModel]:
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _valid(model: type[Model], value: bytes) -> Optional[Model]:
     try:
         return parsed(model, value)
     except RejectedRecord:

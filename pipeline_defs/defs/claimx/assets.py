@@ -1,10 +1,11 @@
 """ClaimX: the event log, the entity tables the API enrichment keeps current, and the media inventory."""
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import dagster as dg
 
+from pipeline_defs.defs.claimx.api import ApiAccessRefused, ClaimXApiResource
 from pipeline_defs.defs.claimx.checks import (
     REQUIRED_EVENT_COLUMNS,
     claimx_attachments_check_specs,
@@ -12,23 +13,10 @@ from pipeline_defs.defs.claimx.checks import (
     entity_check_specs,
     entity_checks,
 )
-from pipeline_defs.lib.attachments import AttachmentInventorySink
-from pipeline_defs.lib.claimx.api import ApiAccessRefused, ClaimXApiResource
-from pipeline_defs.lib.claimx.enrichment import ENRICHMENT_LOG, EnrichmentSink
-from pipeline_defs.lib.claimx.entities import ENTITY_TABLES, MEDIA
-from pipeline_defs.lib.claimx.media import MediaUrlRefresher
-from pipeline_defs.lib.delta import DeltaLakeResource
-from pipeline_defs.lib.delta_checks import inventory_checks
-from pipeline_defs.lib.downloader import AttachmentHttpResource
-from pipeline_defs.lib.entities import MergeStats
-from pipeline_defs.lib.file_store import FileStoreResource
-from pipeline_defs.lib.kafka import KafkaResource, Topic
-from pipeline_defs.lib.partitions import ingestion_days
-from pipeline_defs.lib.policies import OWNERS, TRANSIENT_FAILURE_RETRY
-from pipeline_defs.lib.dlq import DeadLetterTopic
-from pipeline_defs.lib.range_runs import RepairSource, ingest_events, ingest_metadata, work_tasks
-from pipeline_defs.lib.retries import Retries
-from pipeline_defs.lib.schemas.claimx import (
+from pipeline_defs.defs.claimx.enrichment import ENRICHMENT_LOG, EnrichmentSink
+from pipeline_defs.defs.claimx.entities import ENTITY_TABLES, MEDIA
+from pipeline_defs.defs.claimx.media import MediaUrlRefresher
+from pipeline_defs.defs.claimx.models import (
     CLAIMX_ATTACHMENTS,
     CLAIMX_EVENTS,
     CLAIMX_TASK_SOURCE_COLUMNS,
@@ -36,7 +24,18 @@ from pipeline_defs.lib.schemas.claimx import (
     claimx_enrichment_tasks,
     media_download_tasks,
 )
-from pipeline_defs.lib.settings import PipelineConfigResource
+from pipeline_defs.defs.claimx.settings import ClaimXTopicsResource
+from pipeline_defs.lib.attachments.downloader import AttachmentHttpResource
+from pipeline_defs.lib.attachments.file_store import FileStoreResource
+from pipeline_defs.lib.attachments.inventory import store_attachments
+from pipeline_defs.lib.delta.entities import MergeStats
+from pipeline_defs.lib.delta.resource import DeltaLakeResource
+from pipeline_defs.lib.ingest.retries import Retries
+from pipeline_defs.lib.ingest.runs import RepairSource, ingest_events, ingest_metadata, work_tasks
+from pipeline_defs.lib.kafka.records import Topic
+from pipeline_defs.lib.kafka.resource import KafkaResource
+from pipeline_defs.lib.policies import OWNERS, TRANSIENT_FAILURE_RETRY, ingestion_days
+from pipeline_defs.lib.settings import IngestConfigResource
 
 
 @dg.asset(
@@ -60,9 +59,10 @@ def claimx_events(
     kafka: KafkaResource,
     lake: DeltaLakeResource,
     files: FileStoreResource,
-    pipeline: PipelineConfigResource,
+    ingest: IngestConfigResource,
+    claimx_topics: ClaimXTopicsResource,
 ) -> dg.MaterializeResult:
-    topics = pipeline.topics
+    topics = claimx_topics.topics
     return ingest_events(
         context,
         spec=CLAIMX_EVENTS,
@@ -70,10 +70,10 @@ def claimx_events(
         kafka=kafka,
         lake=lake,
         files=files,
-        pipeline=pipeline,
-        topic=topics.claimx_events,
-        dlq_topic=topics.claimx_events_dlq,
-        follow_up_topic=topics.claimx_enrichment_pending,
+        ingest=ingest,
+        topic=topics.events,
+        dlq_topic=topics.events_dlq,
+        follow_up_topic=topics.enrichment_pending,
         follow_ups=claimx_enrichment_task_records,
         required_columns=REQUIRED_EVENT_COLUMNS,
         key_check="event_id_unique",
@@ -88,7 +88,7 @@ def api_access_required() -> Iterator[None]:
         yield
     except ApiAccessRefused as refused:
         raise dg.Failure(
-            description=f"{refused}. Fix the token (settings claimx_api.token_env) and re-execute this run.",
+            description=f"{refused}. Fix the token (settings claimx.api.token_env) and re-execute this run.",
             allow_retries=False,
         ) from None
 
@@ -142,20 +142,26 @@ def claimx_entities(
     lake: DeltaLakeResource,
     files: FileStoreResource,
     claimx_api: ClaimXApiResource,
-    pipeline: PipelineConfigResource,
+    ingest: IngestConfigResource,
+    claimx_topics: ClaimXTopicsResource,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    topics = pipeline.topics
-    pending = topics.claimx_enrichment_pending
+    topics = claimx_topics.topics
     sink = EnrichmentSink(
         api=claimx_api,
         lake=lake,
-        retries=Retries(kafka, pipeline.retry_topics(pending), DeadLetterTopic(kafka, topics.claimx_enrichment_dlq, files)),
-        downloads=Topic(kafka, topics.claimx_downloads_pending),
+        retries=Retries.of_task_topic(kafka, ingest, topics.enrichment_pending, topics.enrichment_dlq, files),
+        downloads=Topic(kafka, topics.downloads_pending),
     )
     with api_access_required():
-        report, mode, scope = work_tasks(
-            context, sink=sink, kafka=kafka, lake=lake, pipeline=pipeline, asset_name="claimx_entities",
-            pending_topic=pending, repair=RepairSource(CLAIMX_EVENTS.table, CLAIMX_TASK_SOURCE_COLUMNS, claimx_enrichment_tasks),
+        run = work_tasks(
+            context,
+            sink=sink,
+            kafka=kafka,
+            lake=lake,
+            ingest=ingest,
+            asset_name="claimx_entities",
+            pending_topic=topics.enrichment_pending,
+            repair=RepairSource(CLAIMX_EVENTS.table, CLAIMX_TASK_SOURCE_COLUMNS, claimx_enrichment_tasks),
         )
     for table in ENTITY_TABLES:
         stats = sink.merged.get(table.name, MergeStats())
@@ -169,11 +175,11 @@ def claimx_entities(
                 "delta_version": stats.version if stats.version >= 0 else _version(lake, table.name),
             },
         )
-    metadata = ingest_metadata(report, kafka, mode)
+    metadata = ingest_metadata(run.report, kafka, run.mode)
     metadata["api_calls_by_endpoint"] = dg.MetadataValue.json(dict(sink.api_calls_by_endpoint))
     metadata["circuit_transitions"] = dg.MetadataValue.json(sink.breaker_transitions)
     yield dg.MaterializeResult(asset_key=ENRICHMENT_LOG, metadata=metadata)
-    yield from entity_checks(lake, scope)
+    yield from entity_checks(lake, run.scope)
 
 
 def _version(lake: DeltaLakeResource, table: str) -> int:
@@ -206,27 +212,21 @@ def claimx_attachments(
     files: FileStoreResource,
     claimx_media_http: AttachmentHttpResource,
     claimx_api: ClaimXApiResource,
-    pipeline: PipelineConfigResource,
+    ingest: IngestConfigResource,
+    claimx_topics: ClaimXTopicsResource,
 ) -> dg.MaterializeResult:
-    pending = pipeline.topics.claimx_downloads_pending
-    sink = AttachmentInventorySink(
-        spec=CLAIMX_ATTACHMENTS,
-        http=claimx_media_http,
-        files=files,
-        retries=Retries(kafka, pipeline.retry_topics(pending), DeadLetterTopic(kafka, pipeline.topics.claimx_downloads_dlq, files)),
-        refresher=MediaUrlRefresher(claimx_api),
-    )
+    topics = claimx_topics.topics
     with api_access_required():
-        report, mode, scope = work_tasks(
-            context, sink=sink, kafka=kafka, lake=lake, pipeline=pipeline, asset_name="claimx_attachments",
-            pending_topic=pending, repair=RepairSource(CLAIMX_EVENTS.table, CLAIMX_TASK_SOURCE_COLUMNS, media_download_tasks),
+        return store_attachments(
+            context,
+            spec=CLAIMX_ATTACHMENTS,
+            http=claimx_media_http,
+            kafka=kafka,
+            lake=lake,
+            files=files,
+            ingest=ingest,
+            pending_topic=topics.downloads_pending,
+            dlq_topic=topics.downloads_dlq,
+            repair=RepairSource(CLAIMX_EVENTS.table, CLAIMX_TASK_SOURCE_COLUMNS, media_download_tasks),
+            refresher=MediaUrlRefresher(claimx_api),
         )
-    metadata = ingest_metadata(report, kafka, mode)
-    metadata["circuit_transitions"] = dg.MetadataValue.json(sink.breaker_transitions)
-    return dg.MaterializeResult(
-        metadata=metadata,
-        check_results=inventory_checks(
-            CLAIMX_ATTACHMENTS.table, CLAIMX_ATTACHMENTS.key_columns, lake, files, scope, report,
-            pipeline.ingest.failed_attachment_ratio_warn,
-        ),
-    )

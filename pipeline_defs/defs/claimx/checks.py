@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
 
-from pipeline_defs.lib.claimx.enrichment import ENRICHMENT_LOG
-from pipeline_defs.lib.claimx.entities import ENTITY_TABLES, MEDIA, PROJECTS, TASK_TEMPLATES, TASKS
-from pipeline_defs.lib.delta import DeltaLakeResource
-from pipeline_defs.lib.delta_checks import RunScope, event_log_check_specs, inventory_check_specs
-from pipeline_defs.lib.entities import dangling_references, duplicate_keys
+from pipeline_defs.defs.claimx.enrichment import ENRICHMENT_LOG
+from pipeline_defs.defs.claimx.entities import ENTITY_TABLES, MEDIA, PROJECTS, TASK_TEMPLATES, TASKS
+from pipeline_defs.lib.delta.checks import RunScope, event_log_check_specs, inventory_check_specs
+from pipeline_defs.lib.delta.entities import dangling_references, duplicate_keys
+from pipeline_defs.lib.delta.resource import DeltaLakeResource
 
 REQUIRED_EVENT_COLUMNS = ["event_id", "event_type", "project_id", "event_ingested_at"]
 

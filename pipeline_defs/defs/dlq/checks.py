@@ -1,11 +1,13 @@
+"""Health checks of a DLQ view: how fast it grows, how old its oldest waiting entry is."""
+
 from datetime import timedelta
 
 import dagster as dg
 
-from pipeline_defs.defs.dlq.views import DLQ_VIEWS
-from pipeline_defs.lib.delta import DeltaLakeResource
-from pipeline_defs.lib.dlq_views import DlqViewSpec, health
-from pipeline_defs.lib.settings import PipelineConfigResource
+from pipeline_defs.defs.dlq.settings import DlqLimitsResource
+from pipeline_defs.lib.delta.resource import DeltaLakeResource
+from pipeline_defs.lib.dlq.health import health
+from pipeline_defs.lib.dlq.views import DlqViewSpec
 
 
 def graded(value: float, warn: float, error: float, metadata: dict) -> dg.AssetCheckResult:
@@ -23,8 +25,8 @@ def dlq_health_checks(spec: DlqViewSpec) -> list[dg.AssetChecksDefinition]:
         name="growth_rate",
         description="New dead letters per minute over the growth window (dlq.growth_* settings).",
     )
-    def growth(lake: DeltaLakeResource, pipeline: PipelineConfigResource) -> dg.AssetCheckResult:
-        limits = pipeline.dlq
+    def growth(lake: DeltaLakeResource, dlq_limits: DlqLimitsResource) -> dg.AssetCheckResult:
+        limits = dlq_limits.limits
         state = health(lake, spec, timedelta(minutes=limits.growth_window_min))
         return graded(
             state.new_per_minute,
@@ -38,8 +40,8 @@ def dlq_health_checks(spec: DlqViewSpec) -> list[dg.AssetChecksDefinition]:
         name="oldest_entry_age",
         description="Age of the oldest waiting entry (dlq.oldest_* settings).",
     )
-    def oldest(lake: DeltaLakeResource, pipeline: PipelineConfigResource) -> dg.AssetCheckResult:
-        limits = pipeline.dlq
+    def oldest(lake: DeltaLakeResource, dlq_limits: DlqLimitsResource) -> dg.AssetCheckResult:
+        limits = dlq_limits.limits
         state = health(lake, spec, timedelta(minutes=limits.growth_window_min))
         hours = (state.oldest_age_s or 0) / 3600
         return graded(
@@ -50,6 +52,3 @@ def dlq_health_checks(spec: DlqViewSpec) -> list[dg.AssetChecksDefinition]:
         )
 
     return [growth, oldest]
-
-
-dlq_checks = [check for spec in DLQ_VIEWS.values() for check in dlq_health_checks(spec)]

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from pipeline_defs.lib.alerts import AlertWebhookResource, teams_message
+from pipeline_defs.lib.health.alerts import AlertWebhookResource, teams_message
 
 
 @dg.run_failure_sensor(
@@ -21,4 +21,6 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext, alert_webhook:
         "partition": run.tags.get("dagster/partition", "-"),
         "ranges": run.tags.get("kafka/ranges", "-")[:300],
     }
-    alert_webhook.post(teams_message(f"Dagster run failed: {run.job_name}", facts, alert_webhook.run_link(run.run_id), error[:1000]))
+    alert_webhook.post(
+        teams_message(f"Dagster run failed: {run.job_name}", facts, alert_webhook.run_link(run.run_id), error[:1000])
+    )

@@ -4,77 +4,53 @@ a schedule: it fails when the consumer has lag and no successful run for ``stale
 successful run saw, and fails when a watermark lies past its partition's log end (the topic was
 recreated or truncated: see ``kafka_offsets_reset_job``)."""
 
-
 import time
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import dagster as dg
 
-from pipeline_defs.lib.delta import DeltaLakeResource
-from pipeline_defs.lib.kafka import KafkaResource, KafkaUnavailableError
-from pipeline_defs.lib.kafka_to_delta import stream_positions
-from pipeline_defs.lib.sensors import KafkaFeed
-from pipeline_defs.lib.settings import PipelineConfigResource
+from pipeline_defs.lib.health.lag import feed_lag
+from pipeline_defs.lib.ingest.feeds import KafkaFeed
+from pipeline_defs.lib.kafka.clients import KafkaUnavailableError
 
 
 def consumer_keeps_up_check(table: str, feeds: Sequence[KafkaFeed]) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=table,
         name="consumer_keeps_up",
+        required_resource_keys={"kafka", "source_kafka", "lake", "ingest", *(k for f in feeds for k in f.resource_keys)},
         description=(
             "Fails when the consumer has lag but no successful run for ingest.stale_after_min, or a watermark "
             "lies past the log end; warns when the lag grew by more than ingest.lag_growth_warn since the last run."
         ),
     )
-    def _check(
-        context: dg.AssetCheckExecutionContext,
-        kafka: KafkaResource,
-        source_kafka: KafkaResource,
-        lake: DeltaLakeResource,
-        pipeline: PipelineConfigResource,
-    ) -> dg.AssetCheckResult:
-        clusters = {"kafka": kafka, "source_kafka": source_kafka}
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        resources: Any = context.resources
+        ingest = resources.ingest.ingest
         try:
-            lag, past_end = _lag(feeds, clusters, lake, pipeline)
+            lag = feed_lag(feeds, resources)
         except KafkaUnavailableError as exc:
-            return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"kafka_unavailable": str(exc)})
+            return dg.AssetCheckResult(
+                passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"kafka_unavailable": str(exc)}
+            )
         last = context.instance.get_latest_materialization_event(dg.AssetKey(table))
         minutes_since = (time.time() - last.timestamp) / 60 if last is not None else None
         lag_then = _metadata_int(last, "lag_total")
-        stale = lag > 0 and (minutes_since is None or minutes_since > pipeline.ingest.stale_after_min)
-        growing = lag_then is not None and lag - lag_then > pipeline.ingest.lag_growth_warn
+        stale = lag.total > 0 and (minutes_since is None or minutes_since > ingest.stale_after_min)
+        growing = lag_then is not None and lag.total - lag_then > ingest.lag_growth_warn
         metadata = {
-            "lag": lag,
+            "lag": lag.total,
             "lag_at_last_run": lag_then if lag_then is not None else -1,
             "minutes_since_last_run": round(minutes_since, 1) if minutes_since is not None else -1,
-            "offsets_past_log_end": dg.MetadataValue.json(past_end),
+            "offsets_past_log_end": dg.MetadataValue.json(lag.past_log_end),
         }
-        if stale or past_end:
+        if stale or lag.past_log_end:
             return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
         return dg.AssetCheckResult(passed=not growing, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
 
     return _check
-
-
-def _lag(
-    feeds: Sequence[KafkaFeed], clusters: dict[str, KafkaResource], lake: DeltaLakeResource, pipeline: PipelineConfigResource
-) -> tuple[int, dict[str, int]]:
-    """Offsets not yet consumed on the feeds' topics (retry topics wait on purpose and are left
-    out), and the partitions whose watermark lies past the log end."""
-    lag, past_end = 0, {}
-    for feed in feeds:
-        kafka = clusters[feed.cluster]
-        table = lake.load(feed.table)
-        for topic in feed.topics_of(pipeline):
-            states = kafka.partition_states(topic.name, kafka.connection.request_timeout_s)
-            marks = stream_positions(table, topic.name, sorted(states), kafka, feed.group_id(pipeline))
-            for partition, state in states.items():
-                if marks[partition] > state.high:
-                    past_end[f"{topic.name}[{partition}]"] = marks[partition]
-                elif topic.delay_s is None:
-                    lag += state.high - max(marks[partition], state.low)
-    return lag, past_end
 
 
 def _metadata_int(event: dg.EventLogEntry | None, key: str) -> int | None:

@@ -3,25 +3,22 @@
 import dagster as dg
 
 from pipeline_defs.defs.xact.checks import REQUIRED_EVENT_COLUMNS, xact_attachments_check_specs, xact_events_check_specs
-from pipeline_defs.lib.attachments import AttachmentInventorySink
-from pipeline_defs.lib.delta import DeltaLakeResource
-from pipeline_defs.lib.delta_checks import inventory_checks
-from pipeline_defs.lib.downloader import AttachmentHttpResource
-from pipeline_defs.lib.file_store import FileStoreResource
-from pipeline_defs.lib.kafka import KafkaResource
-from pipeline_defs.lib.partitions import ingestion_days
-from pipeline_defs.lib.policies import OWNERS, TRANSIENT_FAILURE_RETRY
-from pipeline_defs.lib.dlq import DeadLetterTopic
-from pipeline_defs.lib.range_runs import RepairSource, ingest_events, ingest_metadata, work_tasks
-from pipeline_defs.lib.retries import Retries
-from pipeline_defs.lib.schemas.xact import (
+from pipeline_defs.defs.xact.models import (
     XACT_ATTACHMENTS,
     XACT_EVENTS,
     XACT_TASK_COLUMNS,
     xact_download_task_records,
     xact_download_tasks,
 )
-from pipeline_defs.lib.settings import PipelineConfigResource
+from pipeline_defs.defs.xact.settings import XactTopicsResource
+from pipeline_defs.lib.attachments.downloader import AttachmentHttpResource
+from pipeline_defs.lib.attachments.file_store import FileStoreResource
+from pipeline_defs.lib.attachments.inventory import store_attachments
+from pipeline_defs.lib.delta.resource import DeltaLakeResource
+from pipeline_defs.lib.ingest.runs import RepairSource, ingest_events
+from pipeline_defs.lib.kafka.resource import KafkaResource
+from pipeline_defs.lib.policies import OWNERS, TRANSIENT_FAILURE_RETRY, ingestion_days
+from pipeline_defs.lib.settings import IngestConfigResource
 
 
 @dg.asset(
@@ -45,9 +42,10 @@ def xact_events(
     kafka: KafkaResource,
     lake: DeltaLakeResource,
     files: FileStoreResource,
-    pipeline: PipelineConfigResource,
+    ingest: IngestConfigResource,
+    xact_topics: XactTopicsResource,
 ) -> dg.MaterializeResult:
-    topics = pipeline.topics
+    topics = xact_topics.topics
     return ingest_events(
         context,
         spec=XACT_EVENTS,
@@ -55,10 +53,10 @@ def xact_events(
         kafka=kafka,
         lake=lake,
         files=files,
-        pipeline=pipeline,
-        topic=topics.xact_events,
-        dlq_topic=topics.xact_events_dlq,
-        follow_up_topic=topics.xact_downloads_pending,
+        ingest=ingest,
+        topic=topics.events,
+        dlq_topic=topics.events_dlq,
+        follow_up_topic=topics.downloads_pending,
         follow_ups=xact_download_task_records,
         required_columns=REQUIRED_EVENT_COLUMNS,
         key_check="trace_id_unique",
@@ -88,25 +86,19 @@ def xact_attachments(
     lake: DeltaLakeResource,
     files: FileStoreResource,
     attachment_http: AttachmentHttpResource,
-    pipeline: PipelineConfigResource,
+    ingest: IngestConfigResource,
+    xact_topics: XactTopicsResource,
 ) -> dg.MaterializeResult:
-    pending = pipeline.topics.xact_downloads_pending
-    sink = AttachmentInventorySink(
+    topics = xact_topics.topics
+    return store_attachments(
+        context,
         spec=XACT_ATTACHMENTS,
         http=attachment_http,
+        kafka=kafka,
+        lake=lake,
         files=files,
-        retries=Retries(kafka, pipeline.retry_topics(pending), DeadLetterTopic(kafka, pipeline.topics.xact_downloads_dlq, files)),
-    )
-    report, mode, scope = work_tasks(
-        context, sink=sink, kafka=kafka, lake=lake, pipeline=pipeline, asset_name="xact_attachments",
-        pending_topic=pending, repair=RepairSource(XACT_EVENTS.table, XACT_TASK_COLUMNS, xact_download_tasks),
-    )
-    metadata = ingest_metadata(report, kafka, mode)
-    metadata["circuit_transitions"] = dg.MetadataValue.json(sink.breaker_transitions)
-    return dg.MaterializeResult(
-        metadata=metadata,
-        check_results=inventory_checks(
-            XACT_ATTACHMENTS.table, XACT_ATTACHMENTS.key_columns, lake, files, scope, report,
-            pipeline.ingest.failed_attachment_ratio_warn,
-        ),
+        ingest=ingest,
+        pending_topic=topics.downloads_pending,
+        dlq_topic=topics.downloads_dlq,
+        repair=RepairSource(XACT_EVENTS.table, XACT_TASK_COLUMNS, xact_download_tasks),
     )

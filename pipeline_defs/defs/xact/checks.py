@@ -1,6 +1,6 @@
 """Data-quality checks of the XACT assets, evaluated by the runs that write them."""
 
-from pipeline_defs.lib.delta_checks import event_log_check_specs, inventory_check_specs
+from pipeline_defs.lib.delta.checks import event_log_check_specs, inventory_check_specs
 
 REQUIRED_EVENT_COLUMNS = ["trace_id", "event_type", "status_subtype", "event_timestamp"]
 

@@ -8,57 +8,54 @@ import json
 import random
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from pipeline_defs.defs import claimx, dlq
+from pipeline_defs.defs.claimx import enrichment as enrichment_module
+from pipeline_defs.defs.claimx.api import ClaimXApiResource
 from pipeline_defs.defs.claimx.assets import claimx_attachments, claimx_entities, claimx_events
+from pipeline_defs.defs.claimx.enrichment import EnrichmentSink
+from pipeline_defs.defs.claimx.entities import ENTITY_TABLES
+from pipeline_defs.defs.claimx.models import ClaimXDownloadTask
 from pipeline_defs.defs.claimx.sensors import (
-    claimx_attachments_sensor,
+    claimx_attachments_pending_sensor,
+    claimx_enrichment_pending_sensor,
     claimx_enrichment_retry_sensor,
-    claimx_enrichment_sensor,
-    claimx_events_sensor,
+    claimx_events_kafka_sensor,
 )
-from pipeline_defs.defs.dlq.assets import dlq_view_assets
-from pipeline_defs.defs.dlq.operations import dlq_replay_job
-from pipeline_defs.defs.dlq.sensors import dlq_view_sensors
-from pipeline_defs.lib.claimx import enrichment as enrichment_module
-from pipeline_defs.lib.claimx.api import ClaimXApiResource
-from pipeline_defs.lib.claimx.enrichment import EnrichmentSink
-from pipeline_defs.lib.entities import merge_entities
-from pipeline_defs.lib.claimx.entities import ENTITY_TABLES
-from pipeline_defs.lib.kafka import OutRecord, Topic
-from pipeline_defs.lib.dlq import DeadLetterTopic
-from pipeline_defs.lib.kafka_to_delta import consume_ranges
-from pipeline_defs.lib.sink import BatchContext, IngestMode, IngestReport
-from pipeline_defs.lib.offset_ranges import OffsetRange
-from pipeline_defs.lib.retries import Retries
-from pipeline_defs.lib.schemas.claimx import ClaimXDownloadTask
-from pipeline_defs.lib.schemas.tasks import SourceEvent
-from pipeline_defs.sim.claimx_events import MALFORMED_CLAIMX_MESSAGES, MIX, ClaimXEventSource
-from pipeline_defs.sim.events import encode
-from pipeline_defs_tests.kafka_helpers import execute, headers_of, metadata_of, produce_raw, table_rows, tick
+from pipeline_defs.domains import DLQ_DOMAIN
+from pipeline_defs.lib.delta.entities import merge_entities
+from pipeline_defs.lib.dlq.records import DeadLetterTopic
+from pipeline_defs.lib.ingest.consume import consume_ranges
+from pipeline_defs.lib.ingest.retries import Retries
+from pipeline_defs.lib.ingest.sink import BatchContext, IngestMode, IngestReport
+from pipeline_defs.lib.ingest.tasks import SourceEvent
+from pipeline_defs.lib.kafka.ranges import OffsetRange
+from pipeline_defs.lib.kafka.records import OutRecord, Topic
+from pipeline_defs_tests.support.kafka import execute, headers_of, location, metadata_of, produce_raw, table_rows, tick
+from pipeline_sim.claimx_events import MALFORMED_CLAIMX_MESSAGES, MIX, ClaimXEventSource
+from pipeline_sim.events import encode
 
 ENTITY_NAMES = [t.name for t in ENTITY_TABLES]
 
 
 def produce(kafka, topics, events: list[dict]) -> None:
-    kafka.produce(topics.claimx_events, (OutRecord(encode(e), str(e["project_id"]).encode()) for e in events))
+    kafka.produce(topics.claimx.events, (OutRecord(encode(e), str(e["project_id"]).encode()) for e in events))
 
 
 def run_step(sensor, asset, resources, instance, cursor=None):
-    data = tick(sensor, claimx.defs, instance, resources, cursor)
+    data = tick(sensor, instance, resources, cursor)
     return data.cursor or cursor, [execute(asset, r, resources, instance) for r in data.run_requests]
 
 
 def run_pipeline(resources, instance) -> list[dg.ExecuteInProcessResult]:
     """One tick of each stage, in order: events, enrichment, media downloads."""
-    run_step(claimx_events_sensor, claimx_events, resources, instance)
-    _, enrichments = run_step(claimx_enrichment_sensor, claimx_entities, resources, instance)
-    run_step(claimx_attachments_sensor, claimx_attachments, resources, instance)
+    run_step(claimx_events_kafka_sensor, claimx_events, resources, instance)
+    _, enrichments = run_step(claimx_enrichment_pending_sensor, claimx_entities, resources, instance)
+    run_step(claimx_attachments_pending_sensor, claimx_attachments, resources, instance)
     return enrichments
 
 
@@ -95,7 +92,13 @@ def test_all_nine_event_types_land_in_the_right_tables(resources, topics, kafka,
     outcomes = log(lake)
     assert outcomes.height == 9 and set(outcomes["outcome"]) == {"enriched"}
     by_type = dict(zip(outcomes["event_type"].to_list(), outcomes["tables"].to_list()))
-    assert by_type["PROJECT_CREATED"] == ["claimx_contacts", "claimx_external_links", "claimx_projects", "claimx_task_templates", "claimx_tasks"]
+    assert by_type["PROJECT_CREATED"] == [
+        "claimx_contacts",
+        "claimx_external_links",
+        "claimx_projects",
+        "claimx_task_templates",
+        "claimx_tasks",
+    ]
     assert by_type["PROJECT_FILE_ADDED"] == ["claimx_media"]
     assert by_type["VIDEO_COLLABORATION_COMPLETED"] == ["claimx_video_collab"]
 
@@ -130,29 +133,29 @@ def test_replaying_the_same_events_leaves_the_tables_unchanged(
     source = ClaimXEventSource(claimx_world, random.Random(5))
     events = one_of_each(source) + [source.event() for _ in range(20)]
     produce(kafka, topics, events)
-    data = tick(claimx_events_sensor, claimx.defs, instance, resources)
+    data = tick(claimx_events_kafka_sensor, instance, resources)
     for request in data.run_requests:
         execute(claimx_events, request, resources, instance)
-    enrichment_requests = tick(claimx_enrichment_sensor, claimx.defs, instance, resources).run_requests
+    enrichment_requests = tick(claimx_enrichment_pending_sensor, instance, resources).run_requests
     for request in enrichment_requests:
         execute(claimx_entities, request, resources, instance)
     before = {name: rows(lake, name) for name in [*ENTITY_NAMES, "claimx_enrichment_log"]}
-    downloads_before = len(consume_all(topics.claimx_downloads_pending))
+    downloads_before = len(consume_all(topics.claimx.downloads_pending))
 
     for request in enrichment_requests:  # the same runs again: watermarks make them no-ops
         again = execute(claimx_entities, request, resources, instance)
         assert metadata_of_log(again)["rows_written"] == 0
     produce(kafka, topics, events)  # the source sends everything twice: deduplicated by event_id
-    for request in tick(claimx_events_sensor, claimx.defs, instance, resources, data.cursor).run_requests:
+    for request in tick(claimx_events_kafka_sensor, instance, resources, data.cursor).run_requests:
         assert metadata_of(execute(claimx_events, request, resources, instance))["duplicates_skipped"] == len(events)
-    today = datetime.now(timezone.utc).date().isoformat()
+    today = datetime.now(UTC).date().isoformat()
     backfill = dg.materialize([claimx_entities], partition_key=today, resources=resources, instance=instance)
 
     for name, earlier in before.items():
         assert rows(lake, name).sort(earlier.columns[0]).equals(earlier.sort(earlier.columns[0])), name
     assert materialized(backfill, "claimx_enrichment_log")["already_enriched"] == len(events)
-    assert len(consume_all(topics.claimx_downloads_pending)) == downloads_before
-    assert consume_all(topics.claimx_enrichment_dlq) == []
+    assert len(consume_all(topics.claimx.downloads_pending)) == downloads_before
+    assert consume_all(topics.claimx.enrichment_dlq) == []
 
 
 def metadata_of_log(result: dg.ExecuteInProcessResult) -> dict:
@@ -172,7 +175,7 @@ def test_a_project_the_api_does_not_know_is_dead_lettered_with_its_reason(
 
     (enrichment,) = run_pipeline(resources, instance)
 
-    dead = [(json.loads(m.value()), headers_of(m)) for m in consume_all(topics.claimx_enrichment_dlq)]
+    dead = [(json.loads(m.value()), headers_of(m)) for m in consume_all(topics.claimx.enrichment_dlq)]
     assert sorted(d["task"]["event_id"] for d, _ in dead) == sorted(e["event_id"] for e in orphans)
     for payload, headers in dead:
         assert payload["error_category"] == headers["__dlq.errors.category"] == "permanent"
@@ -191,10 +194,10 @@ def test_a_503_storm_opens_the_circuit_loses_nothing_and_everything_lands_after_
     source = ClaimXEventSource(claimx_world, random.Random(11))
     events = one_of_each(source) + [source.event() for _ in range(30)]
     produce(kafka, topics, events)
-    run_step(claimx_events_sensor, claimx_events, resources, instance)
+    run_step(claimx_events_kafka_sensor, claimx_events, resources, instance)
     claimx_api_double.storm(503)
 
-    _, (stormy,) = run_step(claimx_enrichment_sensor, claimx_entities, resources, instance)
+    _, (stormy,) = run_step(claimx_enrichment_pending_sensor, claimx_entities, resources, instance)
 
     metadata = materialized(stormy, "claimx_enrichment_log")
     assert metadata["events_enriched"] == 0 and metadata["retries_scheduled"] == len(events)
@@ -210,7 +213,7 @@ def test_a_503_storm_opens_the_circuit_loses_nothing_and_everything_lands_after_
 
     assert materialized(recovered, "claimx_enrichment_log")["events_enriched"] == len(events)
     assert set(log(lake)["outcome"]) == {"enriched"} and log(lake).height == len(events)
-    assert consume_all(topics.claimx_enrichment_dlq) == []
+    assert consume_all(topics.claimx.enrichment_dlq) == []
 
 
 def test_an_expired_media_link_is_refreshed_and_downloaded(
@@ -222,20 +225,20 @@ def test_an_expired_media_link_is_refreshed_and_downloaded(
     added = source.event("PROJECT_FILE_ADDED", project)
     claimx_api_double.expire_links({added["media_id"]})  # enrichment hands out a link already past its expiry
     produce(kafka, topics, [created, added])
-    run_step(claimx_events_sensor, claimx_events, resources, instance)
-    run_step(claimx_enrichment_sensor, claimx_entities, resources, instance)
+    run_step(claimx_events_kafka_sensor, claimx_events, resources, instance)
+    run_step(claimx_enrichment_pending_sensor, claimx_entities, resources, instance)
     # and a task whose host says the link expired (S3's 403 "Request has expired")
     refused = ClaimXDownloadTask(
         media_id=claimx_world.add_media(project),
         project_id=project,
         download_url=media_host.url("expired/basement_0.jpg"),
         file_name="basement_0.jpg",
-        source=SourceEvent(topic=topics.claimx_events, partition=0, offset=0, ingestion_date=datetime.now(timezone.utc).date()),
+        source=SourceEvent(topic=topics.claimx.events, partition=0, offset=0, ingestion_date=datetime.now(UTC).date()),
     )
-    kafka.produce(topics.claimx_downloads_pending, [OutRecord(refused.encode(), refused.message_key)])
+    kafka.produce(topics.claimx.downloads_pending, [OutRecord(refused.encode(), refused.message_key)])
     media_calls = claimx_api_double.requests["project_media"]
 
-    _, results = run_step(claimx_attachments_sensor, claimx_attachments, resources, instance)
+    _, results = run_step(claimx_attachments_pending_sensor, claimx_attachments, resources, instance)
 
     stored = rows(lake, "claimx_attachments")
     assert sorted(stored["media_id"]) == sorted([added["media_id"], refused.media_id])
@@ -244,7 +247,9 @@ def test_an_expired_media_link_is_refreshed_and_downloaded(
     assert claimx_api_double.requests["project_media"] - media_calls == 2
 
 
-def test_ten_file_events_of_one_project_cost_one_media_call(resources, topics, kafka, lake, instance, claimx_world, claimx_api_double):
+def test_ten_file_events_of_one_project_cost_one_media_call(
+    resources, topics, kafka, lake, instance, claimx_world, claimx_api_double
+):
     source = ClaimXEventSource(claimx_world, random.Random(17))
     created = source.event("PROJECT_CREATED")
     project = str(created["project_id"])
@@ -253,8 +258,8 @@ def test_ten_file_events_of_one_project_cost_one_media_call(resources, topics, k
     calls = claimx_api_double.requests.copy()
     produce(kafka, topics, [source.event("PROJECT_FILE_ADDED", project) for _ in range(10)])
 
-    run_step(claimx_events_sensor, claimx_events, resources, instance)
-    _, (enrichment,) = run_step(claimx_enrichment_sensor, claimx_entities, resources, instance)
+    run_step(claimx_events_kafka_sensor, claimx_events, resources, instance)
+    _, (enrichment,) = run_step(claimx_enrichment_pending_sensor, claimx_entities, resources, instance)
 
     assert claimx_api_double.requests["project_media"] - calls["project_media"] == 1
     assert claimx_api_double.requests["project"] == calls["project"]  # known project: no pre-flight call
@@ -277,15 +282,15 @@ def test_a_file_event_of_an_unseen_project_fetches_the_project_first(resources, 
 
 
 def test_two_overlapping_enrichment_runs_merging_into_the_same_tables_both_succeed(
-    resources, topics, kafka, lake, instance, claimx_world, claimx_api, pipeline_config, files, monkeypatch
+    resources, topics, kafka, lake, instance, claimx_world, claimx_api, ingest_config, files, monkeypatch
 ):
     """Two run processes enriching at once (the pool serialises them in deployment; this is
     what delta-rs' conflict check and the merge retries must survive without it)."""
     source = ClaimXEventSource(claimx_world, random.Random(23), active_projects=3)
     events = [source.event() for _ in range(120)]
     produce(kafka, topics, events)
-    run_step(claimx_events_sensor, claimx_events, resources, instance)
-    pending = topics.claimx_enrichment_pending
+    run_step(claimx_events_kafka_sensor, claimx_events, resources, instance)
+    pending = topics.claimx.enrichment_pending
     ranges = [OffsetRange(pending, p, s.low, s.high) for p, s in kafka.partition_states(pending, 10).items()]
     halves = [[r for r in ranges if r.partition % 2 == 0], [r for r in ranges if r.partition % 2 == 1]]
     reports: list = [None, None]
@@ -306,13 +311,15 @@ def test_two_overlapping_enrichment_runs_merging_into_the_same_tables_both_succe
         sink = sinks[i] = EnrichmentSink(
             api=claimx_api,
             lake=lake,
-            retries=Retries(kafka, pipeline_config.retry_topics(pending), DeadLetterTopic(kafka, topics.claimx_enrichment_dlq, files)),
-            downloads=Topic(kafka, topics.claimx_downloads_pending),
+            retries=Retries(
+                kafka, ingest_config.retry_topics(pending), DeadLetterTopic(kafka, topics.claimx.enrichment_dlq, files)
+            ),
+            downloads=Topic(kafka, topics.claimx.downloads_pending),
         )
         context = BatchContext(
-            group_id=pipeline_config.consumer_group("claimx_entities"),
+            group_id=ingest_config.consumer_group("claimx_entities"),
             run_id=f"overlap-{i}",
-            ingestion_date=datetime.now(timezone.utc).date(),
+            ingestion_date=datetime.now(UTC).date(),
             mode=IngestMode.STREAM,
             report=IngestReport(),
         )
@@ -340,12 +347,12 @@ def test_unknown_event_types_and_invalid_messages_go_to_the_dlq_with_their_reaso
     source = ClaimXEventSource(claimx_world, random.Random(29))
     good = one_of_each(source)
     produce(kafka, topics, good)
-    produce_raw(kafka, topics.claimx_events, MALFORMED_CLAIMX_MESSAGES)
+    produce_raw(kafka, topics.claimx.events, MALFORMED_CLAIMX_MESSAGES)
 
-    run_step(claimx_events_sensor, claimx_events, resources, instance)
+    run_step(claimx_events_kafka_sensor, claimx_events, resources, instance)
 
     assert rows(lake, "claimx_events").height == len(good)
-    dead = {m.value(): headers_of(m) for m in consume_all(topics.claimx_events_dlq)}
+    dead = {m.value(): headers_of(m) for m in consume_all(topics.claimx.events_dlq)}
     assert set(dead) == set(MALFORMED_CLAIMX_MESSAGES)
     reasons = {value: h["__dlq.errors.reason"] for value, h in dead.items()}
     assert "event_type" in reasons[MALFORMED_CLAIMX_MESSAGES[1]]
@@ -363,22 +370,34 @@ def test_dead_lettered_enrichments_show_in_their_dlq_view_and_replay_once_fixed(
     claimx_api_double.not_found(project)
     produce(kafka, topics, [created])
     run_pipeline(resources, instance)
-    view_asset = next(a for a in dlq_view_assets if a.key.path[-1] == "dlq_claimx_enrichment")
-    view_sensor = next(s for s in dlq_view_sensors if s.name == "dlq_claimx_enrichment_sensor")
-    for request in tick(view_sensor, dlq.defs, instance, resources).run_requests:
+    view_asset = next(
+        a
+        for a in DLQ_DOMAIN.defs.assets or ()
+        if isinstance(a, dg.AssetsDefinition) and a.key.path[-1] == "dlq_claimx_enrichment"
+    )
+    view_sensor = next(s for s in DLQ_DOMAIN.defs.sensors or () if s.name == "dlq_claimx_enrichment_sensor")
+    for request in tick(view_sensor, instance, resources).run_requests:
         dg.materialize([view_asset], tags=request.tags, resources=resources, instance=instance)
     (entry,) = rows(lake, "dlq_claimx_enrichment").to_dicts()
     assert entry["item_id"] == created["event_id"] and entry["error_category"] == "permanent"
     assert f"project {project} not found" in entry["reason"]
 
     claimx_api_double.restore(project)  # the project reappears in ClaimX
-    replayed = dlq_replay_job.execute_in_process(
-        run_config={"ops": {"replay_dlq_entries": {"config": {"dlq": "claimx_enrichment", "dry_run": False, "reason": "project restored"}}}},
-        resources=resources,
-        instance=instance,
+    replayed = (
+        location(resources)
+        .resolve_job_def("dlq_replay_job")
+        .execute_in_process(
+            run_config={
+                "ops": {
+                    "replay_dlq_entries": {"config": {"dlq": "claimx_enrichment", "dry_run": False, "reason": "project restored"}}
+                }
+            },
+            resources=resources,
+            instance=instance,
+        )
     )
     assert replayed.success
-    run_step(claimx_enrichment_sensor, claimx_entities, resources, instance)  # plans from the committed offsets
+    run_step(claimx_enrichment_pending_sensor, claimx_entities, resources, instance)  # plans from the committed offsets
 
     assert rows(lake, "claimx_projects")["project_id"].to_list() == [project]
     assert dict(zip(log(lake)["event_id"], log(lake)["outcome"])) == {created["event_id"]: "enriched"}
@@ -390,8 +409,8 @@ def test_a_backfill_enriches_and_downloads_what_the_stream_missed(
     source = ClaimXEventSource(claimx_world, random.Random(37))
     events = one_of_each(source) + [source.event("PROJECT_FILE_ADDED") for _ in range(3)]
     produce(kafka, topics, events)
-    run_step(claimx_events_sensor, claimx_events, resources, instance)  # the enrichment topic is never worked: a gap
-    today = datetime.now(timezone.utc).date().isoformat()
+    run_step(claimx_events_kafka_sensor, claimx_events, resources, instance)  # the enrichment topic is never worked: a gap
+    today = datetime.now(UTC).date().isoformat()
 
     entities = dg.materialize([claimx_entities], partition_key=today, resources=resources, instance=instance)
     media_calls = claimx_api_double.requests["project_media"]
@@ -411,16 +430,22 @@ def test_a_refused_api_token_fails_the_run_and_dead_letters_nothing(
     resources, topics, kafka, lake, instance, claimx_world, claimx_api, consume_all
 ):
     produce(kafka, topics, one_of_each(ClaimXEventSource(claimx_world, random.Random(41))))
-    run_step(claimx_events_sensor, claimx_events, resources, instance)
-    (request,) = tick(claimx_enrichment_sensor, claimx.defs, instance, resources).run_requests
+    run_step(claimx_events_kafka_sensor, claimx_events, resources, instance)
+    (request,) = tick(claimx_enrichment_pending_sensor, instance, resources).run_requests
     revoked = {**resources, "claimx_api": ClaimXApiResource(settings=claimx_api.settings, token="revoked")}
 
-    failed = dg.materialize([claimx_entities], partition_key=request.partition_key, tags=request.tags,
-                            resources=revoked, instance=instance, raise_on_error=False)
+    failed = dg.materialize(
+        [claimx_entities],
+        partition_key=request.partition_key,
+        tags=request.tags,
+        resources=revoked,
+        instance=instance,
+        raise_on_error=False,
+    )
 
     assert not failed.success
-    assert "refused the token" in str(failed.get_step_failure_events()[0].step_failure_data.error.message)
-    assert consume_all(topics.claimx_enrichment_dlq) == [] and log(lake).height == 0
+    assert "refused the token" in str(failed.get_step_failure_events()[0].step_failure_data.error)
+    assert consume_all(topics.claimx.enrichment_dlq) == [] and log(lake).height == 0
     assert execute(claimx_entities, request, resources, instance).success  # the same range, once the token is fixed
     assert set(log(lake)["outcome"]) == {"enriched"}
 
@@ -428,18 +453,23 @@ def test_a_refused_api_token_fails_the_run_and_dead_letters_nothing(
 def test_presigned_links_never_reach_the_dlq(resources, topics, kafka, lake, instance, media_host, consume_all):
     signed = media_host.url("status/404/photo.jpg?X-Amz-Date=20990101T000000Z&X-Amz-Expires=60&X-Amz-Signature=s3cr3t")
     task = ClaimXDownloadTask(
-        media_id="9-m1", project_id="9", download_url=signed, file_name="photo.jpg",
-        source=SourceEvent(topic=topics.claimx_events, partition=0, offset=0, ingestion_date=datetime.now(timezone.utc).date()),
+        media_id="9-m1",
+        project_id="9",
+        download_url=signed,
+        file_name="photo.jpg",
+        source=SourceEvent(topic=topics.claimx.events, partition=0, offset=0, ingestion_date=datetime.now(UTC).date()),
     )
-    kafka.produce(topics.claimx_downloads_pending, [OutRecord(task.encode(), task.message_key)])
+    kafka.produce(topics.claimx.downloads_pending, [OutRecord(task.encode(), task.message_key)])
 
-    run_step(claimx_attachments_sensor, claimx_attachments, resources, instance)
-    view_asset = next(a for a in dlq_view_assets if a.key.path[-1] == "dlq_claimx_downloads")
-    view_sensor = next(s for s in dlq_view_sensors if s.name == "dlq_claimx_downloads_sensor")
-    for request in tick(view_sensor, dlq.defs, instance, resources).run_requests:
+    run_step(claimx_attachments_pending_sensor, claimx_attachments, resources, instance)
+    view_asset = next(
+        a for a in DLQ_DOMAIN.defs.assets or () if isinstance(a, dg.AssetsDefinition) and a.key.path[-1] == "dlq_claimx_downloads"
+    )
+    view_sensor = next(s for s in DLQ_DOMAIN.defs.sensors or () if s.name == "dlq_claimx_downloads_sensor")
+    for request in tick(view_sensor, instance, resources).run_requests:
         dg.materialize([view_asset], tags=request.tags, resources=resources, instance=instance)
 
-    (dead,) = consume_all(topics.claimx_downloads_dlq)
+    (dead,) = consume_all(topics.claimx.downloads_dlq)
     payload = json.loads(dead.value())
     assert payload["error_code"] == "http_404" and payload["task"]["download_url"] == ""
     assert b"s3cr3t" not in dead.value() and all(b"s3cr3t" not in (v or b"") for _, v in dead.headers())
@@ -454,11 +484,11 @@ def test_an_api_answer_that_cannot_be_used_is_dead_lettered_and_the_rest_goes_on
     good = one_of_each(source)
     broken = source.event("PROJECT_CREATED")
     claimx_api_double.garble(str(broken["project_id"]))
-    produce(kafka, topics, good + [broken])
+    produce(kafka, topics, [*good, broken])
 
     (enrichment,) = run_pipeline(resources, instance)
 
-    (dead,) = [json.loads(m.value()) for m in consume_all(topics.claimx_enrichment_dlq)]
+    (dead,) = [json.loads(m.value()) for m in consume_all(topics.claimx.enrichment_dlq)]
     assert dead["task"]["event_id"] == broken["event_id"] and dead["error_code"] == "bad_response"
     assert {o for e, o in zip(log(lake)["event_id"], log(lake)["outcome"]) if e != broken["event_id"]} == {"enriched"}
     assert enrichment.success

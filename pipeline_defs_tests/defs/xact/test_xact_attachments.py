@@ -8,7 +8,7 @@ import random
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -16,22 +16,21 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 from deltalake import write_deltalake
 
-from pipeline_defs.defs import xact
 from pipeline_defs.defs.xact.assets import xact_attachments, xact_events
 from pipeline_defs.defs.xact.sensors import (
+    xact_attachments_pending_sensor,
     xact_attachments_retry_sensor,
-    xact_attachments_sensor,
-    xact_events_sensor,
+    xact_events_kafka_sensor,
 )
-from pipeline_defs.lib import attachments as attachments_module
-from pipeline_defs.lib.delta_checks import RunScope, blobs_match_inventory, keys_unique
-from pipeline_defs.lib.file_store import FileStoreResource
+from pipeline_defs.lib.attachments import inventory as attachments_module
+from pipeline_defs.lib.attachments.file_store import FileStoreResource
+from pipeline_defs.lib.attachments.url_safety import url_digest
+from pipeline_defs.lib.delta.checks import RunScope, blobs_match_inventory, keys_unique
 from pipeline_defs.lib.settings import StorageSettings
-from pipeline_defs.lib.url_safety import url_digest
-from pipeline_defs.sim.attachment_host import AttachmentHost, file_body
-from pipeline_defs.sim.events import xact_event
-from pipeline_defs_tests.conftest import stack
-from pipeline_defs_tests.kafka_helpers import execute, headers_of, metadata_of, produce_events, table_rows, tick
+from pipeline_defs_tests.support.kafka import execute, headers_of, metadata_of, produce_events, table_rows, tick
+from pipeline_defs_tests.support.stack import TEST_STACK
+from pipeline_sim.attachment_host import AttachmentHost, file_body
+from pipeline_sim.events import xact_event
 
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
@@ -49,14 +48,14 @@ def event_with(*urls: str) -> dict:
 
 
 def ingest_events(resources, instance):
-    data = tick(xact_events_sensor, xact.defs, instance, resources)
+    data = tick(xact_events_kafka_sensor, instance, resources)
     for request in data.run_requests:
         execute(xact_events, request, resources, instance)
 
 
 def run_sensor(sensor, resources, instance, cursor=None):
     """One tick of an attachments sensor and its runs; returns (cursor, run results)."""
-    data = tick(sensor, xact.defs, instance, resources, cursor)
+    data = tick(sensor, instance, resources, cursor)
     results = [execute(xact_attachments, r, resources, instance) for r in data.run_requests]
     return data.cursor or cursor, results
 
@@ -66,15 +65,15 @@ def inventory(lake):
 
 
 def dead_letters(consume_all, topics):
-    return [(json.loads(m.value()), headers_of(m)) for m in consume_all(topics.xact_downloads_dlq)]
+    return [(json.loads(m.value()), headers_of(m)) for m in consume_all(topics.xact.downloads_dlq)]
 
 
 def test_a_good_attachment_is_uploaded_and_recorded_once(resources, topics, kafka, lake, files, instance, host):
     url = host.url("files/T/report.pdf")
     event = event_with(url)
-    produce_events(kafka, topics.xact_events, [event])
+    produce_events(kafka, topics.xact.events, [event])
     ingest_events(resources, instance)
-    (request,) = tick(xact_attachments_sensor, xact.defs, instance, resources).run_requests
+    (request,) = tick(xact_attachments_pending_sensor, instance, resources).run_requests
 
     result = execute(xact_attachments, request, resources, instance)
 
@@ -83,9 +82,12 @@ def test_a_good_attachment_is_uploaded_and_recorded_once(resources, topics, kafk
     row = rows.row(0, named=True)
     body, _ = file_body("/files/T/report.pdf", 32 * 1024)
     assert row["trace_id"] == event["trace_id"] and row["attachment_url"] == url
-    assert row["blob_path"] == f"xact/documentsReceived/{event['trace_id']}/{event['payload']['assignmentId']}_{url_digest(url)}_report.pdf"
+    assert (
+        row["blob_path"]
+        == f"xact/documentsReceived/{event['trace_id']}/{event['payload']['assignmentId']}_{url_digest(url)}_report.pdf"
+    )
     assert row["size_bytes"] == len(body) and row["content_type"] == "application/pdf"
-    assert row["attempt_count"] == 1 and row["event_topic"] == topics.xact_events
+    assert row["attempt_count"] == 1 and row["event_topic"] == topics.xact.events
     assert (Path(files.storage.files_root) / row["blob_path"]).read_bytes() == body
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {"inventory_key_unique": True, "blobs_exist_with_recorded_size": True, "failed_attachment_ratio": True}
@@ -98,8 +100,12 @@ def test_a_good_attachment_is_uploaded_and_recorded_once(resources, topics, kafk
     (Path(files.storage.files_root) / row["blob_path"]).unlink()
     lost = blobs_match_inventory(lake, files, "xact_attachments", RunScope(result.run_id), "blobs_exist_with_recorded_size")
     assert not lost.passed and lost.metadata["missing_or_wrong_size"].value == [row["blob_path"]]
-    write_deltalake(lake.table_uri("xact_attachments"), inventory(lake).to_arrow(), mode="append", storage_options=lake.storage_options())
-    doubled = keys_unique(lake, "xact_attachments", ["trace_id", "attachment_url"], RunScope(result.run_id), 1, "inventory_key_unique")
+    write_deltalake(
+        lake.table_uri("xact_attachments"), inventory(lake).to_arrow(), mode="append", storage_options=lake.storage_options()
+    )
+    doubled = keys_unique(
+        lake, "xact_attachments", ["trace_id", "attachment_url"], RunScope(result.run_id), 1, "inventory_key_unique"
+    )
     assert not doubled.passed and doubled.metadata["duplicated_keys"].value == 1
 
 
@@ -114,17 +120,17 @@ def test_permanent_failures_go_to_the_dlq_with_their_reason(resources, topics, k
         host.url("files/T/payload.exe"): "wrong_file_type",
     }
     ok = host.url("files/T/fine.pdf")
-    produce_events(kafka, topics.xact_events, [event_with(ok, *cases)])
+    produce_events(kafka, topics.xact.events, [event_with(ok, *cases)])
     ingest_events(resources, instance)
 
-    _, (result,) = run_sensor(xact_attachments_sensor, resources, instance)
+    _, (result,) = run_sensor(xact_attachments_pending_sensor, resources, instance)
 
     assert inventory(lake)["attachment_url"].to_list() == [ok]
     dead = dead_letters(consume_all, topics)
     assert {d["task"]["attachment_url"]: d["error_code"] for d, _ in dead} == cases
     for payload, headers in dead:
         assert payload["error_category"] == headers["__dlq.errors.category"] == "permanent"
-        assert headers["__dlq.errors.topic"] == topics.xact_downloads_pending
+        assert headers["__dlq.errors.topic"] == topics.xact.downloads_pending
         assert payload["task"]["history"][0]["code"] == payload["error_code"]
     metadata = metadata_of(result)
     assert metadata["failed_permanent"] == len(cases) and metadata["downloads_dead_lettered"] == len(cases)
@@ -134,10 +140,10 @@ def test_permanent_failures_go_to_the_dlq_with_their_reason(resources, topics, k
 
 def test_503_then_200_lands_after_one_retry_pass(resources, topics, kafka, lake, instance, host, consume_all):
     url = host.url(f"flaky/1/{uuid.uuid4().hex}.pdf")
-    produce_events(kafka, topics.xact_events, [event_with(url)])
+    produce_events(kafka, topics.xact.events, [event_with(url)])
     ingest_events(resources, instance)
 
-    _, (first,) = run_sensor(xact_attachments_sensor, resources, instance)
+    _, (first,) = run_sensor(xact_attachments_pending_sensor, resources, instance)
     assert metadata_of(first)["retries_scheduled"] == 1 and inventory(lake).height == 0
     cursor, early = run_sensor(xact_attachments_retry_sensor, resources, instance)
     assert early == []  # not due yet: the first retry topic holds tasks for 3 s
@@ -154,10 +160,10 @@ def test_a_read_timeout_retries_until_exhausted_then_dead_letters_with_history(
     resources, topics, kafka, lake, instance, host, consume_all
 ):
     url = host.url("slow/4/never.pdf")  # the test downloader gives up reading after 2 s
-    produce_events(kafka, topics.xact_events, [event_with(url)])
+    produce_events(kafka, topics.xact.events, [event_with(url)])
     ingest_events(resources, instance)
 
-    run_sensor(xact_attachments_sensor, resources, instance)
+    run_sensor(xact_attachments_pending_sensor, resources, instance)
     cursor = None
     deadline = time.monotonic() + 60
     while not dead_letters(consume_all, topics) and time.monotonic() < deadline:
@@ -172,26 +178,28 @@ def test_a_read_timeout_retries_until_exhausted_then_dead_letters_with_history(
 
 
 def test_retry_after_skips_to_a_retry_topic_that_waits_long_enough(resources, topics, kafka, instance, host, consume_all):
-    produce_events(kafka, topics.xact_events, [event_with(host.url("throttle/4/a.pdf"))])
+    produce_events(kafka, topics.xact.events, [event_with(host.url("throttle/4/a.pdf"))])
     ingest_events(resources, instance)
 
-    run_sensor(xact_attachments_sensor, resources, instance)
+    run_sensor(xact_attachments_pending_sensor, resources, instance)
 
-    waiting = consume_all(f"{topics.xact_downloads_pending}.retry.6s")
+    waiting = consume_all(f"{topics.xact.downloads_pending}.retry.6s")
     assert len(waiting) == 1 and json.loads(waiting[0].value())["retry_count"] == 2
-    assert consume_all(f"{topics.xact_downloads_pending}.retry.3s") == []
+    assert consume_all(f"{topics.xact.downloads_pending}.retry.3s") == []
 
 
 def test_path_traversal_in_a_file_name_stays_in_its_folder(resources, topics, kafka, lake, files, instance, host):
     url = host.url("files/..%2F..%2F..%2Fetc%2Fpasswd.pdf")
     event = event_with(url)
-    produce_events(kafka, topics.xact_events, [event])
+    produce_events(kafka, topics.xact.events, [event])
     ingest_events(resources, instance)
 
-    run_sensor(xact_attachments_sensor, resources, instance)
+    run_sensor(xact_attachments_pending_sensor, resources, instance)
 
     (blob_path,) = inventory(lake)["blob_path"].to_list()
-    assert blob_path == f"xact/documentsReceived/{event['trace_id']}/{event['payload']['assignmentId']}_{url_digest(url)}_passwd.pdf"
+    assert (
+        blob_path == f"xact/documentsReceived/{event['trace_id']}/{event['payload']['assignmentId']}_{url_digest(url)}_passwd.pdf"
+    )
     assert ".." not in blob_path
 
 
@@ -199,9 +207,9 @@ def test_a_crash_between_upload_and_commit_is_repaired_by_the_rerun(
     resources, topics, kafka, lake, files, instance, host, monkeypatch
 ):
     urls = [host.url(f"files/crash/{i}.pdf") for i in range(3)]
-    produce_events(kafka, topics.xact_events, [event_with(*urls)])
+    produce_events(kafka, topics.xact.events, [event_with(*urls)])
     ingest_events(resources, instance)
-    data = tick(xact_attachments_sensor, xact.defs, instance, resources)
+    data = tick(xact_attachments_pending_sensor, instance, resources)
     (request,) = data.run_requests
 
     def crash(*_args, **_kwargs):
@@ -209,7 +217,7 @@ def test_a_crash_between_upload_and_commit_is_repaired_by_the_rerun(
 
     with monkeypatch.context() as patched:
         patched.setattr(attachments_module.AttachmentInventorySink, "write", crash)
-        with pytest.raises(BaseException):
+        with pytest.raises(SystemExit):
             execute(xact_attachments, request, resources, instance)
     assert inventory(lake).height == 0  # uploaded, not recorded
     assert len(list(Path(files.storage.files_root).rglob("*.pdf"))) == 3
@@ -223,9 +231,9 @@ def test_a_crash_between_upload_and_commit_is_repaired_by_the_rerun(
 
 def test_a_backfill_of_a_day_downloads_what_the_inventory_lacks(resources, topics, kafka, lake, instance, host):
     urls = [host.url(f"files/backfill/{i}.pdf") for i in range(4)]
-    produce_events(kafka, topics.xact_events, [event_with(u) for u in urls])
+    produce_events(kafka, topics.xact.events, [event_with(u) for u in urls])
     ingest_events(resources, instance)  # the pending tasks are never worked: a gap
-    today = datetime.now(timezone.utc).date().isoformat()
+    today = datetime.now(UTC).date().isoformat()
 
     result = dg.materialize([xact_attachments], partition_key=today, resources=resources, instance=instance)
 
@@ -238,9 +246,9 @@ def test_a_backfill_of_a_day_downloads_what_the_inventory_lacks(resources, topic
 def test_large_files_stream_to_azurite_with_flat_memory(resources, topics, kafka, lake, instance, host, test_stack):
     azurite_files = azurite_store(test_stack)
     size = 200 * 1024 * 1024
-    produce_events(kafka, topics.xact_events, [event_with(host.url(f"big/{size}/site-video.pdf"))])
+    produce_events(kafka, topics.xact.events, [event_with(host.url(f"big/{size}/site-video.pdf"))])
     ingest_events(resources, instance)
-    request = tick(xact_attachments_sensor, xact.defs, instance, resources).run_requests[0]
+    request = tick(xact_attachments_pending_sensor, instance, resources).run_requests[0]
     baseline = _reset_peak_rss()
 
     result = execute(xact_attachments, request, {**resources, "files": azurite_files}, instance)
@@ -258,23 +266,26 @@ def test_storage_down_fails_the_step_and_the_retry_policy_recovers_without_dupli
 ):
     azurite_files = azurite_store(test_stack)
     urls = [host.url(f"files/outage/{i}.pdf") for i in range(3)]
-    produce_events(kafka, topics.xact_events, [event_with(*urls)])
+    produce_events(kafka, topics.xact.events, [event_with(*urls)])
     ingest_events(resources, instance)
-    (request,) = tick(xact_attachments_sensor, xact.defs, instance, resources).run_requests
+    (request,) = tick(xact_attachments_pending_sensor, instance, resources).run_requests
 
     def back_after_the_first_failure():
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            runs = instance.get_runs(filters=dg.RunsFilter(tags={"kafka/topic": topics.xact_downloads_pending}))
+            runs = instance.get_runs(filters=dg.RunsFilter(tags={"kafka/topic": topics.xact.downloads_pending}))
             failures = [
-                e for run in runs for e in instance.all_logs(run.run_id) if e.dagster_event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+                e
+                for run in runs
+                for e in instance.all_logs(run.run_id)
+                if e.dagster_event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
             ]
             if failures:
                 break
             time.sleep(0.5)
-        stack("up", "azurite")
+        TEST_STACK.run("up", "azurite")
 
-    stack("down", "azurite")
+    TEST_STACK.run("down", "azurite")
     comes_back = threading.Thread(target=back_after_the_first_failure)
     comes_back.start()
     try:
@@ -304,7 +315,7 @@ def azurite_store(test_stack) -> FileStoreResource:
 
 
 def _peak_rss() -> int:
-    for line in open("/proc/self/status"):
+    for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmHWM")
@@ -319,17 +330,17 @@ def _reset_peak_rss() -> int:
 def test_a_failed_blocking_check_of_xact_events_holds_downloads_until_a_run_passes(
     resources, topics, kafka, lake, instance, host
 ):
-    produce_events(kafka, topics.xact_events, [event_with(host.url("files/held/a.pdf"))])
+    produce_events(kafka, topics.xact.events, [event_with(host.url("files/held/a.pdf"))])
     ingest_events(resources, instance)
     failed = dg.AssetCheckEvaluation(asset_key=dg.AssetKey("xact_events"), check_name="trace_id_unique", passed=False)
     instance.report_runless_asset_event(failed)
 
-    held = tick(xact_attachments_sensor, xact.defs, instance, resources)
+    held = tick(xact_attachments_pending_sensor, instance, resources)
     assert not held.run_requests and "blocking check xact_events:trace_id_unique failed" in held.skip_message
 
-    produce_events(kafka, topics.xact_events, [event_with(host.url("files/held/b.pdf"))])
+    produce_events(kafka, topics.xact.events, [event_with(host.url("files/held/b.pdf"))])
     ingest_events(resources, instance)  # its checks pass
-    released = tick(xact_attachments_sensor, xact.defs, instance, resources)
+    released = tick(xact_attachments_pending_sensor, instance, resources)
     for request in released.run_requests:
         execute(xact_attachments, request, resources, instance)
     assert inventory(lake).height == 2  # nothing was lost while held

@@ -1,0 +1,1 @@
+"""Operator tools: ``pipeline-dlq`` and ``pipeline-topics``."""

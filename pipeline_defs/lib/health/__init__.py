@@ -1,0 +1,1 @@
+"""Stream health: how far behind a Kafka-fed table is, and where alerts go."""

@@ -1,0 +1,138 @@
+"""The offset-range sensor on its own: ``dg.build_sensor_context`` over a Kafka cluster held in
+memory (``FakeKafka``). Planning, backpressure, gating, cursors and stalls, with no services."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from pipeline_defs.defs.xact.sensors import XACT_EVENTS_FEED
+from pipeline_defs.defs.xact.settings import XactTopics, XactTopicsResource
+from pipeline_defs.lib.ingest.planning import RESET_MARK
+from pipeline_defs.lib.ingest.sensors import build_offset_range_sensor
+from pipeline_defs.lib.kafka.ranges import RANGES_TAG, TOPIC_TAG, decode_cursor
+from pipeline_defs.lib.policies import ingestion_days
+from pipeline_defs.lib.settings import IngestConfigResource, IngestSettings
+from pipeline_defs_tests.support.fakes import FakeKafka
+
+TOPIC = "events.raw"
+CHECK = dg.AssetCheckKey(dg.AssetKey("upstream"), "keys_unique")
+
+
+@dg.asset(partitions_def=ingestion_days)
+def stub() -> None:
+    """Stands in for the asset the sensor's runs would materialize."""
+
+
+stub_job = dg.define_asset_job("stub_job", selection=[stub])
+sensor = build_offset_range_sensor(
+    name="sensor_under_test", job=stub_job, feed=XACT_EVENTS_FEED, description="test", gated_by=[CHECK]
+)
+LOCATION = dg.Definitions(assets=[stub], jobs=[stub_job], sensors=[sensor])
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+def resources(kafka: FakeKafka, **ingest: Any) -> dict[str, object]:
+    settings = IngestSettings(**{"max_events_per_run": 100, "max_runs_per_tick": 10, "max_runs_in_flight": 10, **ingest})
+    return {
+        "source_kafka": kafka,
+        "ingest": IngestConfigResource(ingest=settings),
+        "xact_topics": XactTopicsResource(topics=XactTopics(events=TOPIC)),
+    }
+
+
+def tick(kafka: FakeKafka, instance: dg.DagsterInstance, cursor: str | None = None, **ingest: Any) -> Any:
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=resources(kafka, **ingest), definitions=LOCATION
+    )
+    return sensor.evaluate_tick(context)
+
+
+def test_the_backlog_is_shared_fairly_in_bounded_runs_with_deterministic_keys(instance):
+    kafka = FakeKafka.new().with_topic(TOPIC, {0: 250, 1: 10, 2: 0})
+
+    data = tick(kafka, instance)
+
+    ranges = [r.tags[RANGES_TAG] for r in data.run_requests]
+    assert ranges == ["0:0-90,1:0-10", "0:90-190", "0:190-250"]
+    assert all(r.tags[TOPIC_TAG] == TOPIC and r.run_key == f"{TOPIC}@{r.tags[RANGES_TAG]}" for r in data.run_requests)
+    assert decode_cursor(data.cursor) == {TOPIC: {0: 250, 1: 10, 2: 0}}
+    again = tick(kafka, instance, data.cursor)
+    assert not again.run_requests and again.skip_message == "no new offsets"
+
+
+def test_runs_per_tick_and_runs_in_flight_bound_what_is_planned(instance):
+    kafka = FakeKafka.new().with_topic(TOPIC, {0: 1_000})
+
+    assert len(tick(kafka, instance, max_runs_per_tick=2).run_requests) == 2
+    for _ in range(3):
+        instance.add_run(dg.DagsterRun(job_name=stub_job.name, status=dg.DagsterRunStatus.STARTED))
+    held = tick(kafka, instance, max_runs_in_flight=3)
+    assert not held.run_requests and "3 stub_job runs queued or running" in held.skip_message
+
+
+def test_a_failed_blocking_check_upstream_holds_planning(instance):
+    kafka = FakeKafka.new().with_topic(TOPIC, {0: 5})
+    failed = dg.AssetCheckEvaluation(asset_key=CHECK.asset_key, check_name=CHECK.name, passed=False)
+    instance.report_runless_asset_event(failed)
+
+    held = tick(kafka, instance)
+
+    assert not held.run_requests and "blocking check upstream:keys_unique failed" in held.skip_message
+    instance.report_runless_asset_event(dg.AssetCheckEvaluation(asset_key=CHECK.asset_key, check_name=CHECK.name, passed=True))
+    assert tick(kafka, instance).run_requests
+
+
+def test_a_broker_that_does_not_answer_keeps_the_cursor(instance):
+    kafka = FakeKafka.new().with_topic(TOPIC, {0: 5})
+    first = tick(kafka, instance)
+    kafka.go_down()
+
+    down = tick(kafka, instance, first.cursor)
+
+    assert not down.run_requests and down.skip_message.startswith("Kafka unavailable")
+    assert down.cursor in (None, first.cursor)
+
+
+@pytest.mark.parametrize("cursor", ["{not json", '{"topics": []}', '{"topics": {"t": {"0": -1}}}', '"a string"'])
+def test_an_unreadable_cursor_restarts_from_the_committed_offsets(instance, cursor):
+    kafka = FakeKafka.new().with_topic(TOPIC, {0: 50})
+    kafka.commit_offsets("pipeline.xact_events", {(TOPIC, 0): 30})
+
+    data = tick(kafka, instance, cursor)
+
+    assert [r.tags[RANGES_TAG] for r in data.run_requests] == ["0:30-50"]
+
+
+def test_a_partition_whose_log_end_fell_below_the_cursor_waits_for_an_operator_reset(instance):
+    kafka = FakeKafka.new().with_topic(TOPIC, {0: 500, 1: 20})
+    first = tick(kafka, instance)
+    kafka.with_topic(TOPIC, {0: 8, 1: 40})  # partition 0 was truncated (or the topic recreated)
+
+    stuck = tick(kafka, instance, first.cursor)
+
+    assert [r.tags[RANGES_TAG] for r in stuck.run_requests] == ["1:20-40"]  # the healthy partition goes on
+    kafka.commit_offsets("pipeline.xact_events", {(TOPIC, 0): 0}, metadata=f"{RESET_MARK}:run-1")
+    resumed = tick(kafka, instance, stuck.cursor)
+    assert [r.tags[RANGES_TAG] for r in resumed.run_requests] == ["0:0-8"]
+
+
+def test_three_failed_runs_in_a_row_pause_planning_until_the_probe_interval(instance):
+    kafka = FakeKafka.new().with_topic(TOPIC, {0: 10})
+    for _ in range(3):
+        run = instance.add_run(dg.DagsterRun(job_name=stub_job.name, tags={RANGES_TAG: "0:0-10", TOPIC_TAG: TOPIC}))
+        instance.report_run_failed(run)
+
+    paused = tick(kafka, instance, stall_probe_interval_s=3600)
+    probing = tick(kafka, instance, stall_probe_interval_s=0)
+
+    assert not paused.run_requests and paused.skip_message.startswith("stalled: the last 3 stub_job runs failed")
+    assert probing.run_requests

@@ -1,0 +1,77 @@
+import itertools
+
+import pytest
+
+from pipeline_defs.lib.kafka.ranges import (
+    OffsetRange,
+    PartitionState,
+    decode_cursor,
+    decode_ranges,
+    encode_cursor,
+    encode_ranges,
+    plan_runs,
+    run_key,
+)
+
+
+def test_ranges_round_trip_through_the_tag_and_sort_by_partition():
+    ranges = [OffsetRange("t", 3, 7, 9), OffsetRange("t", 0, 100, 200)]
+    assert encode_ranges(ranges) == "0:100-200,3:7-9"
+    assert decode_ranges("t", encode_ranges(ranges)) == sorted(ranges)
+
+
+@pytest.mark.parametrize("bad", ["0:100", "x:1-2", "0:5-1", "0-1:2"])
+def test_malformed_range_tags_are_rejected(bad):
+    with pytest.raises(ValueError):
+        decode_ranges("t", bad)
+
+
+def test_run_key_is_deterministic_and_order_independent():
+    a = [OffsetRange("t", 0, 0, 10), OffsetRange("t", 1, 5, 6)]
+    assert run_key("t", a) == run_key("t", list(reversed(a))) == "t@0:0-10,1:5-6"
+    assert run_key("t", a) != run_key("t", [OffsetRange("t", 0, 0, 11), a[1]])
+
+
+def test_cursor_round_trips_per_topic_and_starts_empty():
+    assert decode_cursor(None) == {}
+    cursor = {"a": {2: 10, 0: 4}, "b.retry.5m": {1: 7}}
+    assert decode_cursor(encode_cursor(cursor)) == cursor
+
+
+def test_plan_bounds_events_per_run_and_runs_per_tick_and_stays_contiguous():
+    states = {p: PartitionState(0, 1_000) for p in range(3)}
+    plan = plan_runs("t", {0: 0, 1: 0, 2: 0}, states, max_events_per_run=300, max_runs=4)
+
+    assert len(plan.runs) == 4
+    assert all(sum(r.size for r in run) <= 300 for run in plan.runs)
+    for partition in range(3):
+        spans = [r for run in plan.runs for r in run if r.partition == partition]
+        assert spans[0].start == 0
+        assert all(a.end == b.start for a, b in itertools.pairwise(spans))
+        assert plan.next_offsets[partition] == spans[-1].end
+    assert plan.planned_events == 1_200
+
+
+def test_a_hot_partition_cannot_starve_the_others():
+    states = {0: PartitionState(0, 1_000_000), 1: PartitionState(0, 50), 2: PartitionState(0, 50)}
+    plan = plan_runs("t", {0: 0, 1: 0, 2: 0}, states, max_events_per_run=300, max_runs=1)
+    sizes = {r.partition: r.size for r in plan.runs[0]}
+    assert sizes == {0: 200, 1: 50, 2: 50}
+
+
+def test_offsets_already_expired_are_skipped_and_reported():
+    plan = plan_runs("t", {0: 5}, {0: PartitionState(20, 30)}, 100, 1)
+    assert plan.skipped_to_low_watermark == {0: 15}
+    assert plan.runs == [[OffsetRange("t", 0, 20, 30)]]
+
+
+def test_nothing_new_plans_nothing_and_keeps_the_cursor():
+    plan = plan_runs("t", {0: 30, 1: 7}, {0: PartitionState(0, 30), 1: PartitionState(0, 7)}, 10, 3)
+    assert plan.runs == [] and plan.next_offsets == {0: 30, 1: 7}
+
+
+def test_invalid_ranges_and_bounds_are_refused():
+    with pytest.raises(ValueError):
+        OffsetRange("t", 0, 10, 5)
+    with pytest.raises(ValueError):
+        plan_runs("t", {}, {}, 0, 1)
