@@ -14,7 +14,8 @@ from pipeline_defs.domains import DOMAINS
 
 def _topics_type(domain_settings: type[dg.Config]) -> type[dg.Config] | None:
     field = domain_settings.model_fields.get("topics")
-    return field.annotation if field is not None else None
+    kind = field.annotation if field is not None else None
+    return kind if isinstance(kind, type) and issubclass(kind, dg.Config) else None
 
 
 def unique_topics(prefix: str) -> SimpleNamespace:
