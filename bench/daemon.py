@@ -114,6 +114,7 @@ def pipeline(
     max_runs_per_tick: int = 4,
     retry_delays_s: tuple[int, ...] = (5, 10, 20, 40),
     files_on_azurite: bool = False,
+    streaming: bool = False,
     extra_env: Optional[dict[str, str]] = None,
 ) -> Iterator[PipelineUnderTest]:
     name = f"b{uuid.uuid4().hex[:8]}"
@@ -140,6 +141,7 @@ def pipeline(
         "PIPELINE_INGEST__MAX_EVENTS_PER_RUN": str(max_events_per_run),
         "PIPELINE_INGEST__MAX_RUNS_PER_TICK": str(max_runs_per_tick),
         "PIPELINE_INGEST__RETRY_DELAYS_S": json.dumps(list(retry_delays_s)),
+        "PIPELINE_INGEST__STREAM__ENABLED": json.dumps(streaming),
         "PIPELINE_XACT__DOWNLOADS__ALLOWED_HOSTS": json.dumps(["attachments.bench"]),
         "PIPELINE_XACT__DOWNLOADS__ALLOW_HTTP": "true",
         "PIPELINE_XACT__DOWNLOADS__ALLOWED_PORTS": "[]",

@@ -71,8 +71,8 @@ def targets(results: dict) -> list[dict]:
             {
                 "figure": "4. latency at 1,000 events/s, p50 / p95 / p99 s",
                 "measured": f"{latency['p50_s']} / {latency['p95_s']} / {latency['p99_s']}",
-                "target": "p95 <= 15",
-                "met": latency["p95_s"] <= 15,
+                "target": "p95 <= 5 (the batch path; streaming below)",
+                "met": latency["p95_s"] <= 5,
             }
         )
     memory = results.get("streaming_memory")
@@ -113,6 +113,7 @@ def targets(results: dict) -> list[dict]:
                 "met": "",
             }
         )
+    rows += streaming_targets(results)
     faults = results.get("faults")
     if faults:
         rows.append(
@@ -121,6 +122,102 @@ def targets(results: dict) -> list[dict]:
                 "measured": f"{faults['events_missing']} / {faults['duplicate_event_rows'] + faults['duplicate_inventory_rows']} / {faults['attachments_unaccounted']}",
                 "target": "0 / 0 / 0",
                 "met": faults["pass"],
+            }
+        )
+    return rows
+
+
+def _latency_row(label: str, figures: dict | None, p95: float, p99: float | None) -> list[dict]:
+    if not figures:
+        return []
+    target = f"p95 <= {p95:g}" + (f", p99 <= {p99:g}" if p99 is not None else "")
+    met = figures["p95_s"] <= p95 and (p99 is None or figures["p99_s"] <= p99)
+    measured = f"{figures['p50_s']} / {figures['p95_s']} / {figures['p99_s']} ({figures['rows']:,} rows)"
+    return [{"figure": label, "measured": measured, "target": target, "met": met and figures["rows"] > 0}]
+
+
+def streaming_targets(results: dict) -> list[dict]:
+    """The streaming path's figures: latency under load, CPU, drain beside the ceiling, files."""
+    rows: list[dict] = []
+    load = results.get("streaming_under_load")
+    if load:
+        at = f"at {load['rate']:,} XACT + ClaimX events/s, {load['seconds']} s"
+        rows += _latency_row(
+            f"7. streaming: produce -> visible in xact_events {at}, p50 / p95 / p99 s", load.get("xact_events"), 5, 8
+        )
+        rows += _latency_row(
+            f"7. streaming: produce -> visible in claimx_events {at}, p50 / p95 / p99 s", load.get("claimx_events"), 5, 8
+        )
+        rows += _latency_row(
+            "7. streaming: attachment task -> row in xact_attachments, p50 / p95 / p99 s", load.get("xact_attachments"), 10, None
+        )
+        cores = load["cpu"]["all_cores"]
+        rows.append(
+            {
+                "figure": "8. CPU of the whole stack under that load, cores of 2",
+                "measured": cores,
+                "target": "<= 1",
+                "met": cores <= 1,
+            }
+        )
+    idle = results.get("streaming_idle")
+    if idle:
+        pipeline = idle["pipeline_cores"]
+        rows.append(
+            {
+                "figure": "8. CPU of the idle pipeline (daemon, code server, streaming runs), cores",
+                "measured": pipeline,
+                "target": "< 0.10",
+                "met": pipeline < 0.10,
+            }
+        )
+        rows.append(
+            {
+                "figure": "8. CPU of the idle stack (Kafka, Azurite, PostgreSQL), cores",
+                "measured": idle["all_cores"] - pipeline,
+                "target": "-",
+                "met": "",
+            }
+        )
+    drain = results.get("streaming_drain")
+    if drain:
+        rows.append(
+            {
+                "figure": f"9. streaming drain of {drain['events']:,} events, events/s",
+                "measured": drain["events_per_s"],
+                "target": "-",
+                "met": "",
+            }
+        )
+        ratio = drain["ratio_to_ceiling"]
+        rows.append(
+            {
+                "figure": "9. ratio drain / ceiling measured in the same run",
+                "measured": ratio,
+                "target": ">= 0.25",
+                "met": ratio >= 0.25,
+            }
+        )
+    validation = results.get("validation")
+    if validation:
+        measured = f"{validation['columnar_cpu_s']} vs {validation['per_record_cpu_s']} ({validation['ratio']})"
+        rows.append(
+            {
+                "figure": "10. validating 100k events, columnar vs per-record, CPU s",
+                "measured": measured,
+                "target": "a fraction",
+                "met": validation["ratio"] < 0.5,
+            }
+        )
+    soak = results.get("streaming_soak")
+    if soak:
+        worst = max((t["max_files_per_partition_after"] for t in soak["tables"].values()), default=0)
+        rows.append(
+            {
+                "figure": f"11. files per day partition after {soak['seconds'] // 60} min at {soak['rate']:,}/s and one maintenance run, worst table",
+                "measured": worst,
+                "target": "< 50",
+                "met": worst < 50,
             }
         )
     return rows
@@ -156,6 +253,9 @@ def write_markdown(results: dict, path: Path) -> None:
             "Peak memory of an xact_attachments run streaming one attachment to Azurite (one pipeline per size, run worker VmHWM)",
         ),
         ("claimx_enrichment", "ClaimX: events waiting in Kafka to every event enriched (daemon, API double)"),
+        ("streaming_drain", "Streaming drain: a backlog waiting when the daemon starts, from the first commit"),
+        ("streaming_idle", "Streaming idle: cores used with the streaming runs up and no events"),
+        ("validation", "Validating and building the rows of a 100k batch (CPU seconds, best of 3)"),
     ]
     for key, title in sections:
         if key in results:
@@ -203,7 +303,7 @@ def write_plot(results: dict, path: Path) -> None:
         keys = sorted(buckets)
         for q, name in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
             bottom.plot(keys, [sorted(buckets[k])[int(q * (len(buckets[k]) - 1))] for k in keys], label=name)
-        bottom.axhline(15, linestyle="--", color="grey", label="p95 target 15 s")
+        bottom.axhline(5, linestyle="--", color="grey", label="p95 target 5 s")
         bottom.set_title(f"Latency at {latency['rate']:,} events/s: p95 {latency['p95_s']} s")
         bottom.set_xlabel("seconds since production started (10 s buckets)")
         bottom.set_ylabel("produce -> visible in Delta, s")

@@ -21,6 +21,8 @@ from bench.claimx import enrichment
 from bench.ingest import ceiling, latency, sustained_ingest
 from bench.memory import peak_for_sizes
 from bench.report import RESULTS, load, save
+from bench.streaming import drain, idle, soak, under_load
+from bench.validation import validation_cost
 from pipeline_defs_tests.support.stack import BENCH_STACK, LocalStack
 
 MIB = 2**20
@@ -30,7 +32,15 @@ BENCHMARKS: dict[str, Callable[[LocalStack], dict[str, Any]]] = {
         "sustained_ingest": sustained_ingest(s, 1_000_000, max_events_per_run=200_000),
         "ceiling": ceiling(s, 1_000_000),
     },
-    "latency": lambda s: {"latency": latency(s, rate=1_000, seconds=120)},
+    "latency": lambda s: {"latency": latency(s, rate=1_000, seconds=120)},  # the batch path
+    # The streaming path (issue: seconds, not half a minute): one run, figures side by side.
+    "streaming": lambda s: {
+        "streaming_under_load": under_load(s, rate=1_000, seconds=300),
+        "streaming_idle": idle(s),
+        "streaming_drain": drain(s, 1_000_000),
+        "validation": validation_cost(),
+    },
+    "soak": lambda s: {"streaming_soak": soak(s, rate=1_000, seconds=3600)},
     # Azurite (an emulator persisting its whole blob index as one JSON file) is measured on a
     # smaller backlog; the 100k target is the local store's, the embedded default.
     "backlog": lambda s: {"backlog": [backlog(s, 100_000, files_on_azurite=False), backlog(s, 10_000, files_on_azurite=True)]},

@@ -12,7 +12,9 @@ echo "[test] ruff (lint, format) and mypy" >&2
 .venv/bin/ruff format --check --quiet .
 .venv/bin/mypy
 # Each run starts with an empty test broker, unless one is still up from a KEEP_STACK=1 run.
-if ! STACK_DIR=$ROOT/.stack-test bash deploy/stack.sh status | grep -q "^kafka: running"; then
+# (status is captured first: `grep -q` closing the pipe early would fail it under pipefail)
+test_stack_status=$(STACK_DIR=$ROOT/.stack-test bash deploy/stack.sh status || true)
+if ! grep -q "^kafka: running" <<<"$test_stack_status"; then
   rm -rf "$ROOT/.stack-test/kafka/data"
 fi
 if [[ ${KEEP_STACK:-0} != 1 ]]; then

@@ -10,6 +10,7 @@ from typing import Any
 from pipeline_defs.defs import claimx, xact
 from pipeline_defs.defs.dlq import dlq_domain
 from pipeline_defs.defs.health import health_domain
+from pipeline_defs.defs.maintenance import maintenance_domain
 from pipeline_defs.lib.dlq.views import DlqViewSpec
 from pipeline_defs.lib.domains import Domain, DomainTopics
 from pipeline_defs.lib.resources import shared_resources
@@ -20,7 +21,12 @@ DATA_DOMAINS: tuple[Domain, ...] = (
     claimx.DOMAIN,
 )
 DLQ_DOMAIN = dlq_domain(DATA_DOMAINS)
-DOMAINS: tuple[Domain, ...] = (*DATA_DOMAINS, DLQ_DOMAIN, health_domain((*DATA_DOMAINS, DLQ_DOMAIN)))
+DOMAINS: tuple[Domain, ...] = (
+    *DATA_DOMAINS,
+    DLQ_DOMAIN,
+    health_domain((*DATA_DOMAINS, DLQ_DOMAIN)),
+    maintenance_domain((*DATA_DOMAINS, DLQ_DOMAIN)),
+)
 
 PipelineSettings = settings_model({domain.name: domain.settings for domain in DOMAINS if domain.settings})
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -54,6 +55,7 @@ def wait_for(condition, what: str, instance: dg.DagsterInstance) -> None:
         time.sleep(2)
 
 
+@pytest.mark.timeout(1800)  # a daemon, its runs and the stack share a busy machine
 def test_daemon_runs_the_sensor_and_the_runs_fill_xact_events(dagster_home, tmp_path, test_stack, kafka, topics):
     lake_root = tmp_path / "tables"
     env = {
@@ -66,6 +68,7 @@ def test_daemon_runs_the_sensor_and_the_runs_fill_xact_events(dagster_home, tmp_
         "PIPELINE_STORAGE__LAKE_ROOT": str(lake_root),
         "PIPELINE_INGEST__CONSUMER_GROUP_PREFIX": f"daemon-{uuid.uuid4().hex[:6]}",
         "PIPELINE_INGEST__MAX_EVENTS_PER_RUN": "300",
+        "PIPELINE_INGEST__STREAM__ENABLED": "false",  # the batch path: sensor-planned runs
     }
     produce_events(kafka, topics.xact.events, sample_events(500))
     produce_raw(kafka, topics.xact.events, MALFORMED_MESSAGES)
@@ -109,3 +112,73 @@ def test_daemon_runs_the_sensor_and_the_runs_fill_xact_events(dagster_home, tmp_
     }
     assert not failures
     assert all(run.tags["kafka/topic"] == topics.xact.events for run in runs)
+
+
+@pytest.mark.timeout(1800)  # a daemon, its runs and the stack share a busy machine
+def test_with_streaming_on_one_run_per_asset_consumes_and_a_terminate_stops_it_cleanly(
+    dagster_home, tmp_path, test_stack, kafka, topics
+):
+    lake_root = tmp_path / "tables"
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        "PIPELINE_SOURCE_KAFKA__BOOTSTRAP_SERVERS": test_stack.bootstrap_servers,
+        "PIPELINE_KAFKA__BOOTSTRAP_SERVERS": test_stack.bootstrap_servers,
+        **topic_env(topics),
+        "PIPELINE_INGEST__RETRY_DELAYS_S": json.dumps(TEST_RETRY_DELAYS_S),
+        "PIPELINE_STORAGE__LAKE_ROOT": str(lake_root),
+        "PIPELINE_INGEST__CONSUMER_GROUP_PREFIX": f"daemon-{uuid.uuid4().hex[:6]}",
+        "PIPELINE_INGEST__STREAM__ENABLED": "true",
+        "PIPELINE_INGEST__STREAM__REPORT_INTERVAL_S": "5",
+    }
+    produce_events(kafka, topics.xact.events, sample_events(300))
+    produce_raw(kafka, topics.xact.events, MALFORMED_MESSAGES)
+    daemon = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    lake = DeltaLakeResource(storage=StorageSettings(lake_root=str(lake_root)))
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    streaming = dg.RunsFilter(job_name="xact_events_stream_job", statuses=[dg.DagsterRunStatus.STARTED])
+
+    def stream_runs() -> Sequence[dg.DagsterRun]:
+        return instance.get_runs(filters=streaming)
+
+    try:
+        wait_for(lambda: table_rows(lake, "xact_events").height >= 300, "the first 300 events in xact_events", instance)
+        wait_for(lambda: len(stream_runs()) == 1, "the xact_events streaming run", instance)
+        first = stream_runs()[0]
+        produce_events(kafka, topics.xact.events, sample_events(100, seed=11))
+        wait_for(lambda: table_rows(lake, "xact_events").height >= 400, "100 more events, by the stream", instance)
+
+        assert instance.run_launcher.terminate(first.run_id)
+        wait_for(lambda: _status(instance, first.run_id) == dg.DagsterRunStatus.CANCELED, "the terminated run to end", instance)
+        logs = [entry.message for entry in instance.all_logs(first.run_id)]
+        assert any("stop requested: the last micro-batch is committed" in m for m in logs)
+        # The sensor keeps a stream alive: the next generation takes over where the first stopped.
+        wait_for(lambda: any(r.run_id != first.run_id for r in stream_runs()), "the next streaming run", instance)
+        produce_events(kafka, topics.xact.events, sample_events(100, seed=12))
+        wait_for(lambda: table_rows(lake, "xact_events").height >= 500, "100 more events, by the next stream", instance)
+    finally:
+        for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+            instance.run_launcher.terminate(run.run_id)  # streaming runs outlive the daemon otherwise
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(30)
+
+    rows = table_rows(lake, "xact_events")
+    assert rows.height == 500 and rows["trace_id"].n_unique() == 500
+    keys = {
+        r.tags.get("dagster/run_key", "") for r in instance.get_runs(filters=dg.RunsFilter(job_name="xact_events_stream_job"))
+    }
+    assert {"xact_events:stream:1", "xact_events:stream:2"} <= keys
+    materialized = instance.fetch_materializations(dg.AssetKey("xact_events"), limit=100).records
+    assert any(record.run_id == first.run_id for record in materialized)
+
+
+def _status(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRunStatus | None:
+    run = instance.get_run_by_id(run_id)
+    return run.status if run is not None else None

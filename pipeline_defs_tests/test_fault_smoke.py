@@ -3,9 +3,12 @@ events with attachments flow through dagster-daemon while the broker restarts, a
 is killed with SIGKILL, Azurite stops and the attachment host answers 503. Afterwards no event
 is missing, no row is duplicated, and every attachment is stored or dead-lettered."""
 
+import pytest
+
 from bench.faults import scenario
 
 
+@pytest.mark.timeout(1800)  # a daemon, its runs and the stack share a busy machine
 def test_nothing_lost_or_duplicated_through_faults(test_stack):
     result = scenario(test_stack, events=400, rate=20, short=True)
 

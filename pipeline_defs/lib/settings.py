@@ -77,6 +77,17 @@ class DownloadSettings(dg.Config):
     temp_disk_bytes: int = 8 * 1024**3  # temporary files of one run's downloads, at most
 
 
+class StreamSettings(dg.Config):
+    """The streaming path: one long-running run per Kafka-fed asset, committing micro-batches."""
+
+    enabled: bool = True  # the stream sensors keep a run alive per asset; off: batch runs only
+    batch_max_wait_s: float = 0.5  # a micro-batch is committed after this long ...
+    batch_max_events: int = 100_000  # ... or this many records (a backlog drains in big commits)
+    report_interval_s: float = 60.0  # one materialization (and check evaluation) per day and interval
+    max_run_s: float = 6 * 3600.0  # a run ends cleanly after this long and the sensor starts the next
+    gate_poll_s: float = 5.0  # how often a stream behind a failed blocking check looks again
+
+
 class IngestSettings(dg.Config):
     """Bounds for the Kafka offset-range sensors and the runs they launch."""
 
@@ -106,6 +117,7 @@ class IngestSettings(dg.Config):
     # DLQ topics this project creates accept records this large, and at least 64 KiB more than
     # the topic they take dead letters from (the error headers); larger ones go by claim check.
     dlq_max_message_bytes: int = 8 * 1024 * 1024
+    stream: StreamSettings = StreamSettings()
 
 
 class AlertSettings(dg.Config):

@@ -73,5 +73,5 @@ class LocalStack:
         )
 
 
-TEST_STACK = LocalStack.named("test", "TEST", kafka=19092, azurite=10010, pg=55433)
-BENCH_STACK = LocalStack.named("bench", "BENCH", kafka=29092, azurite=10020, pg=55434)
+TEST_STACK = LocalStack.named("test", "TEST", kafka=19092, azurite=10010, pg=15433)
+BENCH_STACK = LocalStack.named("bench", "BENCH", kafka=29092, azurite=10020, pg=25434)

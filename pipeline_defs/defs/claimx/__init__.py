@@ -9,17 +9,23 @@ import dagster as dg
 
 from pipeline_defs.defs.claimx.api import ClaimXApiResource
 from pipeline_defs.defs.claimx.assets import claimx_attachments, claimx_entities, claimx_events
+from pipeline_defs.defs.claimx.feeds import CLAIMX_FEEDS
 from pipeline_defs.defs.claimx.models import ClaimXDownloadTask, ClaimXEnrichmentTask
 from pipeline_defs.defs.claimx.sensors import (
-    CLAIMX_FEEDS,
     claimx_attachments_job,
     claimx_attachments_pending_sensor,
     claimx_attachments_retry_sensor,
+    claimx_attachments_stream_job,
+    claimx_attachments_stream_sensor,
     claimx_enrichment_pending_sensor,
     claimx_enrichment_retry_sensor,
     claimx_entities_job,
+    claimx_entities_stream_job,
+    claimx_entities_stream_sensor,
     claimx_events_job,
     claimx_events_kafka_sensor,
+    claimx_events_stream_job,
+    claimx_events_stream_sensor,
 )
 from pipeline_defs.defs.claimx.settings import ClaimXSettings, ClaimXTopicsResource
 from pipeline_defs.lib.attachments.downloader import AttachmentHttpResource
@@ -55,13 +61,23 @@ DOMAIN = Domain(
     name="claimx",
     defs=dg.Definitions(
         assets=[claimx_events, claimx_entities, claimx_attachments],
-        jobs=[claimx_events_job, claimx_entities_job, claimx_attachments_job],
+        jobs=[
+            claimx_events_job,
+            claimx_entities_job,
+            claimx_attachments_job,
+            claimx_events_stream_job,
+            claimx_entities_stream_job,
+            claimx_attachments_stream_job,
+        ],
         sensors=[
             claimx_events_kafka_sensor,
             claimx_enrichment_pending_sensor,
             claimx_enrichment_retry_sensor,
             claimx_attachments_pending_sensor,
             claimx_attachments_retry_sensor,
+            claimx_events_stream_sensor,
+            claimx_entities_stream_sensor,
+            claimx_attachments_stream_sensor,
         ],
     ),
     settings=ClaimXSettings,

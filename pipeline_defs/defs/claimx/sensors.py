@@ -1,11 +1,19 @@
-"""ClaimX's jobs, the Kafka feeds of its assets, and the sensors that plan their runs."""
+"""ClaimX's jobs and the sensors that run them: batch runs planned from offset ranges, and one
+streaming run per asset kept alive while streaming is on (the batch sensors give way to it)."""
 
 import dagster as dg
 
 from pipeline_defs.defs.claimx.assets import claimx_attachments, claimx_entities, claimx_events
-from pipeline_defs.defs.claimx.enrichment import ENRICHMENT_LOG
-from pipeline_defs.lib.ingest.feeds import KafkaFeed, SensorTopic, task_feeds
+from pipeline_defs.defs.claimx.feeds import (
+    CLAIMX_DOWNLOAD_RETRIES_FEED,
+    CLAIMX_DOWNLOADS_FEED,
+    CLAIMX_ENRICHMENT_FEED,
+    CLAIMX_ENRICHMENT_RETRIES_FEED,
+    CLAIMX_EVENTS_FEED,
+)
+from pipeline_defs.defs.claimx.runs import CLAIMX_ENRICHMENT, CLAIMX_EVENT_LOG, CLAIMX_INVENTORY
 from pipeline_defs.lib.ingest.sensors import blocking_checks, build_offset_range_sensor, build_task_sensors
+from pipeline_defs.lib.ingest.stream_jobs import build_stream
 
 claimx_events_job = dg.define_asset_job(
     "claimx_events_job",
@@ -25,35 +33,12 @@ claimx_attachments_job = dg.define_asset_job(
     description="Download, upload and inventory one batch of ClaimX media files.",
 )
 
-CLAIMX_EVENTS_FEED = KafkaFeed(
-    "claimx_events",
-    "claimx_events",
-    lambda resources: [SensorTopic(resources.claimx_topics.topics.events)],
-    frozenset({"claimx_topics"}),
-    cluster="source_kafka",
-)
-CLAIMX_ENRICHMENT_FEED, CLAIMX_ENRICHMENT_RETRIES_FEED = task_feeds(
-    "claimx_entities", ENRICHMENT_LOG, lambda resources: resources.claimx_topics.topics.enrichment_pending, "claimx_topics"
-)
-CLAIMX_DOWNLOADS_FEED, CLAIMX_DOWNLOAD_RETRIES_FEED = task_feeds(
-    "claimx_attachments",
-    "claimx_attachments",
-    lambda resources: resources.claimx_topics.topics.downloads_pending,
-    "claimx_topics",
-)
-CLAIMX_FEEDS = (
-    CLAIMX_EVENTS_FEED,
-    CLAIMX_ENRICHMENT_FEED,
-    CLAIMX_ENRICHMENT_RETRIES_FEED,
-    CLAIMX_DOWNLOADS_FEED,
-    CLAIMX_DOWNLOAD_RETRIES_FEED,
-)
-
 claimx_events_kafka_sensor = build_offset_range_sensor(
     name="claimx_events_kafka_sensor",
     job=claimx_events_job,
     feed=CLAIMX_EVENTS_FEED,
     description="Plans new claimx.events.raw offsets into claimx_events runs.",
+    streamed=True,
 )
 
 claimx_enrichment_pending_sensor, claimx_enrichment_retry_sensor = build_task_sensors(
@@ -72,4 +57,12 @@ claimx_attachments_pending_sensor, claimx_attachments_retry_sensor = build_task_
     retry_feed=CLAIMX_DOWNLOAD_RETRIES_FEED,
     what="ClaimX media download tasks",
     gated_by=blocking_checks(claimx_entities),
+)
+
+claimx_events_stream_job, claimx_events_stream_sensor = build_stream(CLAIMX_EVENT_LOG, blocking=blocking_checks(claimx_events))
+claimx_entities_stream_job, claimx_entities_stream_sensor = build_stream(
+    CLAIMX_ENRICHMENT, blocking=blocking_checks(claimx_entities), gated_by=blocking_checks(claimx_events)
+)
+claimx_attachments_stream_job, claimx_attachments_stream_sensor = build_stream(
+    CLAIMX_INVENTORY, blocking=blocking_checks(claimx_attachments), gated_by=blocking_checks(claimx_entities)
 )

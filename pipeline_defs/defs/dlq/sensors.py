@@ -6,7 +6,7 @@ import dagster as dg
 
 from pipeline_defs.lib.dlq.views import DlqViewSpec
 from pipeline_defs.lib.ingest.feeds import KafkaFeed, SensorTopic
-from pipeline_defs.lib.ingest.sensors import build_offset_range_sensor
+from pipeline_defs.lib.ingest.sensors import SLOW_SENSOR_INTERVAL_S, build_offset_range_sensor
 
 
 def view_feed(spec: DlqViewSpec) -> KafkaFeed:
@@ -25,5 +25,6 @@ def view_job_and_sensor(feed: KafkaFeed, asset: dg.AssetsDefinition) -> tuple[An
         feed=feed,
         description=f"Plans new dead letters into {feed.table} runs.",
         partitioned=False,
+        interval_s=SLOW_SENSOR_INTERVAL_S,
     )
     return job, sensor

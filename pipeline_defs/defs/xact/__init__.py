@@ -8,14 +8,18 @@ from typing import Any
 import dagster as dg
 
 from pipeline_defs.defs.xact.assets import xact_attachments, xact_events
+from pipeline_defs.defs.xact.feeds import XACT_FEEDS
 from pipeline_defs.defs.xact.models import XactDownloadTask
 from pipeline_defs.defs.xact.sensors import (
-    XACT_FEEDS,
     xact_attachments_job,
     xact_attachments_pending_sensor,
     xact_attachments_retry_sensor,
+    xact_attachments_stream_job,
+    xact_attachments_stream_sensor,
     xact_events_job,
     xact_events_kafka_sensor,
+    xact_events_stream_job,
+    xact_events_stream_sensor,
 )
 from pipeline_defs.defs.xact.settings import XactSettings, XactTopicsResource
 from pipeline_defs.lib.attachments.downloader import AttachmentHttpResource
@@ -49,8 +53,14 @@ DOMAIN = Domain(
     name="xact",
     defs=dg.Definitions(
         assets=[xact_events, xact_attachments],
-        jobs=[xact_events_job, xact_attachments_job],
-        sensors=[xact_events_kafka_sensor, xact_attachments_pending_sensor, xact_attachments_retry_sensor],
+        jobs=[xact_events_job, xact_attachments_job, xact_events_stream_job, xact_attachments_stream_job],
+        sensors=[
+            xact_events_kafka_sensor,
+            xact_attachments_pending_sensor,
+            xact_attachments_retry_sensor,
+            xact_events_stream_sensor,
+            xact_attachments_stream_sensor,
+        ],
     ),
     settings=XactSettings,
     resources=_resources,

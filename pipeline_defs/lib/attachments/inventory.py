@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,22 +27,24 @@ from pipeline_defs.lib.attachments.downloader import AttachmentDownloader, Attac
 from pipeline_defs.lib.attachments.file_store import FileStore, FileStoreResource
 from pipeline_defs.lib.attachments.tables import ATTACHMENT_COUNTERS, InventorySpec, Stored, UrlRefresher
 from pipeline_defs.lib.attachments.tasks import AttachmentTask
-from pipeline_defs.lib.delta.checks import inventory_checks
+from pipeline_defs.lib.delta.checks import RunScope, inventory_checks
 from pipeline_defs.lib.delta.resource import DeltaLakeResource, scan_snapshot
 from pipeline_defs.lib.dlq.records import DeadLetterTopic, SourceRecord
 from pipeline_defs.lib.ingest.consume import merge_by_day
 from pipeline_defs.lib.ingest.failures import FAILURE_COUNTERS, TaskFailure, failure_of
+from pipeline_defs.lib.ingest.feeds import KafkaFeed
 from pipeline_defs.lib.ingest.guard import InfrastructureError, RejectedRecord, guarded, guarded_async
 from pipeline_defs.lib.ingest.retries import Failed, Retries, task_lineage
-from pipeline_defs.lib.ingest.runs import RepairSource, TaskRun, ingest_metadata, work_tasks
+from pipeline_defs.lib.ingest.runs import RepairSource, TaskRun, TaskTopics, ingest_metadata, work_tasks
 from pipeline_defs.lib.ingest.sink import (
     PARTITION_COLUMN,
     BatchContext,
+    IngestMode,
+    IngestReport,
     dedup_window,
     table_from_rows,
 )
 from pipeline_defs.lib.ingest.tasks import Carried, TaskSink
-from pipeline_defs.lib.kafka.resource import KafkaResource
 from pipeline_defs.lib.settings import IngestConfigResource
 
 
@@ -229,17 +231,13 @@ class AttachmentInventorySink(TaskSink[AttachmentTask]):
         }
 
 
-def inventory_result(
-    sink: AttachmentInventorySink,
-    run: TaskRun,
-    kafka: KafkaResource,
-    lake: DeltaLakeResource,
-    files: FileStoreResource,
-    ingest: IngestConfigResource,
-) -> dg.MaterializeResult:
+def inventory_result(sink: AttachmentInventorySink, run: TaskRun, resources: Any) -> dg.MaterializeResult:
     """What a run of an attachment asset shows: its counts, lag and breaker transitions, and
     the inventory checks on the rows it answers for."""
-    metadata = ingest_metadata(run.report, kafka, run.mode)
+    lake: DeltaLakeResource = resources.lake
+    ingest: IngestConfigResource = resources.ingest
+    files: FileStoreResource = resources.files
+    metadata = ingest_metadata(run.report, resources.kafka, run.mode)
     metadata["circuit_transitions"] = dg.MetadataValue.json(sink.breaker_transitions)
     checks = inventory_checks(
         sink.spec.table, sink.spec.key_columns, lake, files, run.scope, run.report, ingest.ingest.failed_attachment_ratio_warn
@@ -247,37 +245,51 @@ def inventory_result(
     return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
 
-def store_attachments(
-    context: dg.AssetExecutionContext,
-    *,
-    spec: InventorySpec,
-    http: AttachmentHttpResource,
-    kafka: KafkaResource,
-    lake: DeltaLakeResource,
-    files: FileStoreResource,
-    ingest: IngestConfigResource,
-    pending_topic: str,
-    dlq_topic: str,
-    repair: RepairSource,
-    refresher: Optional[UrlRefresher] = None,
-) -> dg.MaterializeResult:
-    """A run of an attachment asset: its tasks (or, for a backfill, its day's) downloaded,
-    uploaded and recorded in ``spec``'s inventory; failures to the retry topics or ``dlq_topic``."""
-    sink = AttachmentInventorySink(
-        spec=spec,
-        http=http,
-        files=files,
-        retries=Retries.of_task_topic(kafka, ingest, pending_topic, dlq_topic, files),
-        refresher=refresher,
-    )
-    run = work_tasks(
-        context,
-        sink=sink,
-        kafka=kafka,
-        lake=lake,
-        ingest=ingest,
-        asset_name=spec.table,
-        pending_topic=pending_topic,
-        repair=repair,
-    )
-    return inventory_result(sink, run, kafka, lake, files, ingest)
+@dataclass(frozen=True)
+class AttachmentAsset:
+    """An attachment inventory asset as its batch runs and its streaming run share it: its task
+    feed, the sink that downloads, uploads and records (failures to the retry topics or the
+    DLQ), and what a run reports."""
+
+    spec: InventorySpec
+    feed: KafkaFeed
+    http_key: str  # the resource key of the hosts' AttachmentHttpResource
+    topics_of: Callable[[Any], TaskTopics]
+    repair: RepairSource
+    refresher_of: Optional[Callable[[Any], UrlRefresher]] = None  # for links that expire
+    refresher_keys: frozenset[str] = frozenset()  # the resources the refresher uses
+
+    @property
+    def resource_keys(self) -> set[str]:
+        return {"kafka", "lake", "files", "ingest", self.http_key, *self.feed.resource_keys, *self.refresher_keys}
+
+    def sink(self, resources: Any) -> AttachmentInventorySink:
+        topics = self.topics_of(resources)
+        return AttachmentInventorySink(
+            spec=self.spec,
+            http=getattr(resources, self.http_key),
+            files=resources.files,
+            retries=Retries.of_task_topic(
+                resources.kafka, resources.ingest, topics.pending, topics.dead_letters, resources.files
+            ),
+            refresher=self.refresher_of(resources) if self.refresher_of else None,
+        )
+
+    def results(self, resources: Any, sink: Any, report: IngestReport, scope: RunScope) -> list[dg.MaterializeResult]:
+        return [inventory_result(sink, TaskRun(report, IngestMode.STREAM, scope), resources)]
+
+    def materialize(self, context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        """A batch run: its tasks (or, for a backfill, its day's) into the inventory."""
+        resources = context.resources
+        sink = self.sink(resources)
+        run = work_tasks(
+            context,
+            sink=sink,
+            kafka=resources.kafka,
+            lake=resources.lake,
+            ingest=resources.ingest,
+            asset_name=self.spec.table,
+            pending_topic=self.topics_of(resources).pending,
+            repair=self.repair,
+        )
+        return inventory_result(sink, run, resources)

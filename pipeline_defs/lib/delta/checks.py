@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Optional
 
 import dagster as dg
 import polars as pl
@@ -22,7 +23,7 @@ class RunScope:
     whichever run wrote them, so a failed run re-executed under a new id (which writes
     nothing new) is checked on its predecessor's rows, not on none."""
 
-    run_id: str
+    run_id: Optional[str]  # None: a streaming run answers only for the ranges of one interval
     ranges: tuple[OffsetRange, ...] = ()
 
     def predicate(self) -> pl.Expr:
@@ -32,7 +33,8 @@ class RunScope:
             & pl.col("kafka_offset").is_between(r.start, r.end, closed="left")
             for r in self.ranges
         ]
-        return pl.any_horizontal([pl.col("dagster_run_id") == self.run_id, *in_ranges])
+        by_run = [] if self.run_id is None else [pl.col("dagster_run_id") == self.run_id]
+        return pl.any_horizontal([*by_run, *in_ranges]) if by_run or in_ranges else pl.lit(False)
 
 
 def written_by(run: BatchContext, ranges: Sequence[OffsetRange]) -> RunScope:

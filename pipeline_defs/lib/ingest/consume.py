@@ -63,9 +63,9 @@ def consume_ranges(
     for messages in source.read_ranges(to_read, context.group_id, batch_size, read_timeout_s, stats):
         table.update_incremental()
         if streaming:
-            messages = _not_yet_committed(messages, table, context.group_id, report)
+            messages = not_yet_committed(messages, table, context.group_id, report)
         rows = sink.rows_for(messages, context)
-        positions = _next_offsets(messages) if streaming else {}
+        positions = next_offsets(messages) if streaming else {}
         report.rows_written += commit_batch(sink, table, rows, positions, context)
         report.watermarks.update(positions)
 
@@ -168,7 +168,7 @@ def _unread(
     group_id: str,
     report: IngestReport,
 ) -> list[OffsetRange]:
-    marks = _watermarks(table, planned, source, group_id)
+    marks = watermarks(table, planned, source, group_id)
     behind = {r.topic for r in planned if marks[(r.topic, r.partition)] > r.end}
     for topic in behind:  # a watermark past the log end: the topic was recreated or truncated
         states = source.partition_states(topic, source.connection.request_timeout_s)
@@ -185,7 +185,7 @@ def _unread(
     ]
 
 
-def _watermarks(
+def watermarks(
     table: Optional[DeltaTable],
     planned: Sequence[OffsetRange],
     source: KafkaResource,
@@ -217,11 +217,11 @@ def stream_positions(
 ) -> dict[int, int]:
     """Per partition, where the stream will read next: offsets below were ingested (or
     dead-lettered) by sensor runs, offsets from here on will be."""
-    marks = _watermarks(table, [OffsetRange(topic, p, 0, 0) for p in partitions], source, group_id)
+    marks = watermarks(table, [OffsetRange(topic, p, 0, 0) for p in partitions], source, group_id)
     return {p: marks[(topic, p)] for p in partitions}
 
 
-def _not_yet_committed(messages: list[Message], table: DeltaTable, group_id: str, report: IngestReport) -> list[Message]:
+def not_yet_committed(messages: list[Message], table: DeltaTable, group_id: str, report: IngestReport) -> list[Message]:
     """Drop messages another writer committed since this run read its watermarks."""
     marks: dict[TopicPartitionKey, int] = {}
     kept = []
@@ -236,7 +236,7 @@ def _not_yet_committed(messages: list[Message], table: DeltaTable, group_id: str
     return kept
 
 
-def _next_offsets(messages: Sequence[Message]) -> dict[TopicPartitionKey, int]:
+def next_offsets(messages: Sequence[Message]) -> dict[TopicPartitionKey, int]:
     positions: dict[TopicPartitionKey, int] = {}
     for m in messages:
         topic, partition, offset = position(m)

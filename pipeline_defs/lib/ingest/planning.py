@@ -20,6 +20,13 @@ from pipeline_defs.lib.kafka.ranges import (
 )
 from pipeline_defs.lib.kafka.resource import KafkaResource
 
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
 # The metadata an operator's offset reset commits with the group's offsets; a sensor whose

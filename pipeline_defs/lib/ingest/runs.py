@@ -11,12 +11,12 @@ from typing import Any, Optional
 
 import dagster as dg
 
-from pipeline_defs.lib.attachments.file_store import FileStoreResource
 from pipeline_defs.lib.delta.checks import RunScope, event_log_checks, written_by
 from pipeline_defs.lib.delta.resource import DeltaLakeResource
 from pipeline_defs.lib.dlq.records import DeadLetterTopic
 from pipeline_defs.lib.ingest.consume import consume_ranges, repair_day, stream_positions
 from pipeline_defs.lib.ingest.event_log import EventLogSink, EventLogSpec
+from pipeline_defs.lib.ingest.feeds import KafkaFeed
 from pipeline_defs.lib.ingest.sink import BatchContext, IngestMode, IngestReport
 from pipeline_defs.lib.ingest.tasks import TaskSink
 from pipeline_defs.lib.kafka.clients import KafkaUnavailableError
@@ -68,58 +68,83 @@ def batch_for_run(
     return RunBatch(IngestMode.BACKFILL, day, ranges)
 
 
-def ingest_events(
-    context: dg.AssetExecutionContext,
-    *,
-    spec: EventLogSpec,
-    source_kafka: KafkaResource,
-    kafka: KafkaResource,
-    lake: DeltaLakeResource,
-    files: FileStoreResource,
-    ingest: IngestConfigResource,
-    topic: str,
-    dlq_topic: str,
-    follow_up_topic: str,
-    follow_ups: Callable[[dict[str, Any]], Iterable[OutRecord]],
-    required_columns: Sequence[str],
-    key_check: str,
-) -> dg.MaterializeResult:
-    """A run of an event-log asset: its planned ranges (or, for a backfill, its day) of
-    ``topic`` into ``spec``'s table; bad messages to ``dlq_topic``; each new row's follow-up
-    records (download or enrichment tasks) to ``follow_up_topic``; then the table's checks on
-    what the run's ranges wrote."""
-    group_id = ingest.consumer_group(spec.table)
-    batch = batch_for_run(context, topic, source_kafka, lake, spec.table, group_id)
-    sink = EventLogSink(
-        spec=spec,
-        dead_letters=DeadLetterTopic(kafka, dlq_topic, files),
-        dedup_window_days=ingest.ingest.dedup_window_days,
-        follow_up=Topic(kafka, follow_up_topic),
-        follow_ups=follow_ups,
-    )
-    run = BatchContext(
-        group_id=group_id,
-        run_id=context.run.run_id,
-        ingestion_date=batch.day,
-        mode=batch.mode,
-        report=IngestReport(),
-        log=context.log,
-    )
-    report = consume_ranges(
-        batch.ranges, sink=sink, source=source_kafka, lake=lake, context=run, batch_size=ingest.ingest.max_events_per_run
-    )
-    return dg.MaterializeResult(
-        metadata=ingest_metadata(report, source_kafka, batch.mode),
-        check_results=event_log_checks(
-            lake,
-            spec.table,
-            spec.key_columns,
-            required_columns,
-            written_by(run, batch.ranges),
-            ingest.ingest.dedup_window_days,
-            key_check,
-        ),
-    )
+@dataclass(frozen=True)
+class EventTopics:
+    events: str
+    dead_letters: str
+    follow_up: str  # where each new row's tasks go
+
+
+@dataclass(frozen=True)
+class TaskTopics:
+    pending: str
+    dead_letters: str
+
+
+@dataclass(frozen=True)
+class EventLogAsset:
+    """An event-log asset as its batch runs and its streaming run share it: the feed it reads,
+    the sink records go through (bad messages to the DLQ, each new row's follow-up records,
+    download or enrichment tasks, to the follow-up topic) and what a run reports."""
+
+    spec: EventLogSpec
+    feed: KafkaFeed
+    topics_of: Callable[[Any], EventTopics]  # resources -> topics
+    follow_ups: Callable[[dict[str, Any]], Iterable[OutRecord]]
+    required_columns: Sequence[str]
+    key_check: str
+
+    @property
+    def resource_keys(self) -> set[str]:
+        return {self.feed.cluster, "kafka", "lake", "files", "ingest", *self.feed.resource_keys}
+
+    def sink(self, resources: Any) -> EventLogSink:
+        topics = self.topics_of(resources)
+        return EventLogSink(
+            spec=self.spec,
+            dead_letters=DeadLetterTopic(resources.kafka, topics.dead_letters, resources.files),
+            dedup_window_days=resources.ingest.ingest.dedup_window_days,
+            follow_up=Topic(resources.kafka, topics.follow_up),
+            follow_ups=self.follow_ups,
+        )
+
+    def results(self, resources: Any, sink: Any, report: IngestReport, scope: RunScope) -> list[dg.MaterializeResult]:
+        return [self.result(resources, report, IngestMode.STREAM, scope)]
+
+    def result(self, resources: Any, report: IngestReport, mode: IngestMode, scope: RunScope) -> dg.MaterializeResult:
+        window = resources.ingest.ingest.dedup_window_days
+        return dg.MaterializeResult(
+            metadata=ingest_metadata(report, getattr(resources, self.feed.cluster), mode),
+            check_results=event_log_checks(
+                resources.lake, self.spec.table, self.spec.key_columns, self.required_columns, scope, window, self.key_check
+            ),
+        )
+
+    def materialize(self, context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        """A batch run: its planned ranges (or, for a backfill, its day), then the table's
+        checks on what the run's ranges wrote."""
+        resources = context.resources
+        source: KafkaResource = getattr(resources, self.feed.cluster)
+        ingest: IngestConfigResource = resources.ingest
+        group_id = self.feed.group_id(ingest)
+        batch = batch_for_run(context, self.topics_of(resources).events, source, resources.lake, self.spec.table, group_id)
+        run = BatchContext(
+            group_id=group_id,
+            run_id=context.run.run_id,
+            ingestion_date=batch.day,
+            mode=batch.mode,
+            report=IngestReport(),
+            log=context.log,
+        )
+        report = consume_ranges(
+            batch.ranges,
+            sink=self.sink(resources),
+            source=source,
+            lake=resources.lake,
+            context=run,
+            batch_size=ingest.ingest.max_events_per_run,
+        )
+        return self.result(resources, report, batch.mode, written_by(run, batch.ranges))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,16 @@ from typing import Any, Optional
 import dagster as dg
 
 from pipeline_defs.lib.ingest.feeds import KafkaFeed
-from pipeline_defs.lib.ingest.planning import due_states, failed_check, past_log_end, readable_cursor, remaining, stalled
+from pipeline_defs.lib.ingest.planning import (
+    IN_FLIGHT,
+    due_states,
+    failed_check,
+    past_log_end,
+    readable_cursor,
+    remaining,
+    stalled,
+)
+from pipeline_defs.lib.ingest.stream_jobs import streaming_run
 from pipeline_defs.lib.kafka.clients import KafkaUnavailableError
 from pipeline_defs.lib.kafka.ranges import (
     EVENTS_TAG,
@@ -32,16 +41,12 @@ from pipeline_defs.lib.kafka.ranges import (
 from pipeline_defs.lib.kafka.resource import KafkaResource
 from pipeline_defs.lib.settings import IngestConfigResource
 
-IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
-
 # The sensor daemon wakes every 5 s and ticks a sensor whose interval has elapsed since its
 # last tick started; 4 s makes every wake-up tick (5 s would skip every other one: 10 s).
 SENSOR_INTERVAL_S = 4
+# Feeds where seconds do not matter (retry topics wait minutes, DLQ views are read by people):
+# each tick costs broker and instance round trips, which add up to most of an idle pipeline's CPU.
+SLOW_SENSOR_INTERVAL_S = 30
 
 
 def build_offset_range_sensor(
@@ -52,6 +57,8 @@ def build_offset_range_sensor(
     description: str,
     partitioned: bool = True,
     gated_by: Sequence[dg.AssetCheckKey] = (),
+    streamed: bool = False,
+    interval_s: int = SENSOR_INTERVAL_S,
 ) -> dg.SensorDefinition:
     """A sensor that plans the unplanned (and, for retry topics, due) offsets of its feed's
     topics into partitioned runs, one topic per run. It plans nothing, and says why in its skip
@@ -63,13 +70,17 @@ def build_offset_range_sensor(
     recreated or truncated topic) is left alone until ``kafka_offsets_reset_job`` resets it.
     Delayed topics are not polled in a loop: the due range of a delay-d topic simply ends at
     the first offset written after now - d.
+
+    A ``streamed`` feed also has a streaming run (``stream_jobs``): while one is in flight this
+    sensor gives way, and when planning resumes its cursor first catches up with the offsets
+    the stream committed, so the stream's work is not planned again.
     """
 
     @dg.sensor(
         name=name,
         job=job,
         description=description,
-        minimum_interval_seconds=SENSOR_INTERVAL_S,
+        minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
         required_resource_keys={feed.cluster, "ingest", *feed.resource_keys},
     )
@@ -79,6 +90,9 @@ def build_offset_range_sensor(
         ingest = config.ingest
         group_id = feed.group_id(config)
         deadline = time.monotonic() + ingest.tick_budget_s
+        stream = streaming_run(context.instance, feed) if streamed and ingest.stream.enabled else None
+        if stream is not None:
+            return dg.SkipReason(f"streaming run {stream} consumes this feed; planning resumes when it stops")
         in_flight = context.instance.get_runs_count(dg.RunsFilter(job_name=job.name, statuses=IN_FLIGHT))
         run_budget = min(ingest.max_runs_per_tick, ingest.max_runs_in_flight - in_flight)
         if run_budget <= 0:
@@ -102,6 +116,8 @@ def build_offset_range_sensor(
                 new = [p for p in states if p not in planned]
                 if new:
                     planned.update(_first_offsets(kafka, ingest.start_from, group_id, topic.name, new, states, deadline))
+                if streamed and ingest.stream.enabled and any(states[p].high > o for p, o in planned.items() if p in states):
+                    _catch_up(kafka, group_id, topic.name, planned, deadline)
                 states, stranded = past_log_end(kafka, group_id, topic.name, planned, states, deadline)
                 notes += stranded
                 plan = plan_runs(
@@ -140,6 +156,7 @@ def build_task_sensors(
         feed=feed,
         description=f"Plans new {what} into {feed.asset_name} runs.",
         gated_by=gated_by,
+        streamed=True,
     )
     retries = build_offset_range_sensor(
         name=f"{name}_retry_sensor",
@@ -147,6 +164,7 @@ def build_task_sensors(
         feed=retry_feed,
         description=f"Plans the due part of each retry topic of {what} (tasks that have waited their delay) into {feed.asset_name} runs.",
         gated_by=gated_by,
+        interval_s=SLOW_SENSOR_INTERVAL_S,
     )
     return pending, retries
 
@@ -166,6 +184,13 @@ def _run_request(topic: str, ranges: Sequence[OffsetRange], partition_key: Optio
             EVENTS_TAG: str(sum(r.size for r in ranges)),
         },
     )
+
+
+def _catch_up(kafka: KafkaResource, group_id: str, topic: str, planned: dict[int, int], deadline: float) -> None:
+    """Move the cursor up to offsets the group committed (a streaming run's progress). Only
+    work already in Delta is committed, so this never skips anything unwritten."""
+    committed = kafka.committed_offsets(group_id, topic, list(planned), remaining(deadline, kafka))
+    planned.update({p: max(offset, committed.get(p, offset)) for p, offset in planned.items()})
 
 
 def _first_offsets(

@@ -110,6 +110,24 @@ class KafkaMetadata:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
+        _wait_until_visible(admin, [t.topic for t in new], timeout_s)
+
+
+def _wait_until_visible(admin: AdminClient, names: Sequence[str], timeout_s: float) -> None:
+    """A KRaft broker acknowledges a new topic before its own metadata holds it; until then
+    DescribeConfigs and produce answer "unknown topic", so wait for the broker to know them."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            known = admin.list_topics(timeout=max(deadline - time.monotonic(), 0.1)).topics
+        except KafkaException as exc:
+            raise KafkaUnavailableError(f"metadata unavailable after creating topics: {exc.args[0]}") from exc
+        missing = [n for n in names if n not in known or known[n].error is not None]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaUnavailableError(f"topics created but not visible after {timeout_s} s: {missing[:5]}")
+        time.sleep(0.1)
 
 
 def _list_offsets(

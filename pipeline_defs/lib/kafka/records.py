@@ -96,7 +96,7 @@ class KafkaRecords:
 
     def produce(self: KafkaClients, topic: str, records: Iterable[OutRecord], timeout_s: float = 60) -> int:
         """Produce and wait for every acknowledgement; raise if any record is not acknowledged."""
-        producer = self.producer()
+        producer = self.shared_producer()
         failures: list[str] = []
 
         def on_delivery(err: Optional[KafkaError], _msg: Message) -> None:

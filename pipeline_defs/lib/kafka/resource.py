@@ -9,6 +9,7 @@ offsets explicitly, after their Delta commit. The clients are built here; what t
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Optional
 
 import dagster as dg
@@ -24,6 +25,8 @@ from pipeline_defs.lib.kafka.records import KafkaRecords
 from pipeline_defs.lib.settings import KafkaConnection
 
 _LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+_ADMIN_CLIENTS: dict[tuple, AdminClient] = {}
+_ADMIN_LOCK = threading.Lock()
 # The producer's own ceiling sits above any topic's, so the topic's limit is the one that counts.
 PRODUCER_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -37,6 +40,7 @@ class KafkaResource(KafkaMetadata, KafkaRecords, dg.ConfigurableResource):
 
     _credential: Any = PrivateAttr(default=None)
     _max_bytes: dict[str, int] = PrivateAttr(default_factory=dict)
+    _producer: Optional[Producer] = PrivateAttr(default=None)
 
     # ---- client construction ------------------------------------------------------------
     def client_config(self) -> dict[str, Any]:
@@ -72,7 +76,14 @@ class KafkaResource(KafkaMetadata, KafkaRecords, dg.ConfigurableResource):
         return client
 
     def admin(self) -> AdminClient:
-        return self._serve_oauth(AdminClient(self.client_config()))
+        """One admin client per cluster and process: sensors ask for offsets every few seconds,
+        and a new client would connect and fetch metadata each time."""
+        config = self.client_config()
+        key = tuple(sorted((k, v) for k, v in config.items() if isinstance(v, (str, int, float, bool))))
+        with _ADMIN_LOCK:
+            if key not in _ADMIN_CLIENTS:
+                _ADMIN_CLIENTS[key] = self._serve_oauth(AdminClient(config))
+            return _ADMIN_CLIENTS[key]
 
     def consumer(self, group_id: str, **overrides: Any) -> Consumer:
         config = {
@@ -98,6 +109,13 @@ class KafkaResource(KafkaMetadata, KafkaRecords, dg.ConfigurableResource):
             **overrides,
         }
         return self._serve_oauth(Producer(config))
+
+    def shared_producer(self) -> Producer:
+        """One producer for everything a run sends (dead letters, tasks, retries): an idempotent
+        producer costs a broker round trip to start, which a micro-batch should not pay."""
+        if self._producer is None:
+            self._producer = self.producer()
+        return self._producer
 
     def cached_max_bytes(self) -> dict[str, int]:
         return self._max_bytes

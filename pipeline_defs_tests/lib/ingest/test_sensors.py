@@ -9,13 +9,15 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from pipeline_defs.defs.xact.sensors import XACT_EVENTS_FEED
+from pipeline_defs.defs.xact.feeds import XACT_EVENTS_FEED
+from pipeline_defs.defs.xact.sensors import xact_events_stream_job, xact_events_stream_sensor
 from pipeline_defs.defs.xact.settings import XactTopics, XactTopicsResource
 from pipeline_defs.lib.ingest.planning import RESET_MARK
 from pipeline_defs.lib.ingest.sensors import build_offset_range_sensor
+from pipeline_defs.lib.ingest.stream_jobs import stream_job_name
 from pipeline_defs.lib.kafka.ranges import RANGES_TAG, TOPIC_TAG, decode_cursor
 from pipeline_defs.lib.policies import ingestion_days
-from pipeline_defs.lib.settings import IngestConfigResource, IngestSettings
+from pipeline_defs.lib.settings import IngestConfigResource, IngestSettings, StreamSettings
 from pipeline_defs_tests.support.fakes import FakeKafka
 
 TOPIC = "events.raw"
@@ -136,3 +138,57 @@ def test_three_failed_runs_in_a_row_pause_planning_until_the_probe_interval(inst
 
     assert not paused.run_requests and paused.skip_message.startswith("stalled: the last 3 stub_job runs failed")
     assert probing.run_requests
+
+
+# ---- the streaming path's sensors --------------------------------------------------------
+
+streamed_sensor = build_offset_range_sensor(
+    name="streamed_sensor_under_test", job=stub_job, feed=XACT_EVENTS_FEED, description="test", streamed=True
+)
+STREAM_JOB = stream_job_name(XACT_EVENTS_FEED)
+
+
+def test_a_batch_sensor_gives_way_to_a_streaming_run_then_catches_up_with_its_commits(instance):
+    kafka = FakeKafka.new().with_topic(TOPIC, {0: 100})
+    first = streamed_sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, resources=resources(kafka), definitions=LOCATION)
+    )
+    stream = instance.add_run(dg.DagsterRun(job_name=STREAM_JOB, status=dg.DagsterRunStatus.STARTED))
+    kafka.with_topic(TOPIC, {0: 500})
+
+    def tick_streamed(cursor: str | None) -> Any:
+        context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources(kafka), definitions=LOCATION)
+        return streamed_sensor.evaluate_tick(context)
+
+    held = tick_streamed(first.cursor)
+    assert not held.run_requests and held.skip_message.startswith(f"streaming run {stream.run_id} consumes this feed")
+    kafka.commit_offsets("pipeline.xact_events", {(TOPIC, 0): 420})  # the stream's progress, committed after Delta
+    instance.report_run_canceled(stream)
+
+    resumed = tick_streamed(first.cursor)
+    assert [r.tags[RANGES_TAG] for r in resumed.run_requests] == ["0:420-500"]
+
+
+def keep_alive(instance: dg.DagsterInstance, cursor: str | None = None, **stream: Any) -> Any:
+    ingest = IngestSettings(stream=StreamSettings(**stream))
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"ingest": IngestConfigResource(ingest=ingest)})
+    return xact_events_stream_sensor.evaluate_tick(context)
+
+
+def test_the_stream_sensor_keeps_one_run_alive_with_one_key_per_generation(instance):
+    first = keep_alive(instance)
+    assert [r.run_key for r in first.run_requests] == ["xact_events:stream:1"] and first.cursor == "1"
+    run = instance.add_run(dg.DagsterRun(job_name=xact_events_stream_job.name, status=dg.DagsterRunStatus.STARTED))
+
+    alive = keep_alive(instance, first.cursor)
+    assert not alive.run_requests and alive.skip_message == f"streaming run {run.run_id} is started"
+
+    instance.report_run_failed(run)
+    restarted = keep_alive(instance, first.cursor)
+    assert [r.run_key for r in restarted.run_requests] == ["xact_events:stream:2"]
+    assert [r.run_key for r in keep_alive(instance, "not a number").run_requests] == ["xact_events:stream:1"]
+
+
+def test_the_stream_sensor_does_nothing_while_streaming_is_off(instance):
+    off = keep_alive(instance, enabled=False)
+    assert not off.run_requests and off.skip_message.startswith("streaming is off")

@@ -116,6 +116,7 @@ def test_oauthbearer_takes_tokens_from_azure_identity_for_the_event_hub_scope():
     assert credential.scopes == [scope]
 
 
-def test_dlq_topics_take_larger_records_than_their_sources(kafka, topics):
+def test_dlq_topics_take_larger_records_than_their_sources(test_stack, topics):
+    kafka = test_stack.kafka(request_timeout_s=60)  # DescribeConfigs answers slowly on a busy machine
     for dlq, source in pipeline_topics(settings_with_topics(topics, IngestSettings())).dead_letters.items():
         assert kafka.max_message_bytes(dlq) >= kafka.max_message_bytes(source) + 64 * 1024, dlq
