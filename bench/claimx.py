@@ -29,14 +29,11 @@ def requests_served(server: LocalHttpServer) -> dict[str, int]:
         return json.load(answer)["requests"]
 
 
-def enrichment(stack: LocalStack, events: int = 20_000) -> dict:
-    media = AttachmentHost(host_name=MEDIA_HOST, file_size=16 * 1024).start_in_process()
-    world = ClaimXWorld(media.base_url)
-    source = ClaimXEventSource(world, random.Random(1))
-    stream = [source.event() for _ in range(events)]  # the world now holds what they describe
-    api = ClaimXApiDouble(world, token=TOKEN).start_in_process()
-    claimx_env = {
-        "PIPELINE_CLAIMX__API__BASE_URL": api.base_url,
+def claimx_settings_env(api_base_url: str) -> dict[str, str]:
+    """Settings pointing the pipeline at the API double and letting it fetch from the media host
+    on loopback (plain HTTP, any port), the token through its environment variable."""
+    return {
+        "PIPELINE_CLAIMX__API__BASE_URL": api_base_url,
         "PIPELINE_CLAIMX__API__TOKEN_ENV": "BENCH_CLAIMX_TOKEN",
         "BENCH_CLAIMX_TOKEN": TOKEN,
         "PIPELINE_CLAIMX__MEDIA__ALLOWED_HOSTS": f'["{MEDIA_HOST}"]',
@@ -45,6 +42,15 @@ def enrichment(stack: LocalStack, events: int = 20_000) -> dict:
         "PIPELINE_CLAIMX__MEDIA__LOOPBACK_HOSTS": f'["{MEDIA_HOST}"]',
         "PIPELINE_CLAIMX__MEDIA__EXTRA_HOSTS": f'{{"{MEDIA_HOST}": "127.0.0.1"}}',
     }
+
+
+def enrichment(stack: LocalStack, events: int = 20_000) -> dict:
+    media = AttachmentHost(host_name=MEDIA_HOST, file_size=16 * 1024).start_in_process()
+    world = ClaimXWorld(media.base_url)
+    source = ClaimXEventSource(world, random.Random(1))
+    stream = [source.event() for _ in range(events)]  # the world now holds what they describe
+    api = ClaimXApiDouble(world, token=TOKEN).start_in_process()
+    claimx_env = claimx_settings_env(api.base_url)
     try:
         with pipeline(stack, max_events_per_run=50_000, extra_env=claimx_env) as run:
 

@@ -18,7 +18,7 @@ import dagster as dg
 import polars as pl
 
 from bench.attachments import HOST
-from bench.claimx import MEDIA_HOST, TOKEN
+from bench.claimx import MEDIA_HOST, TOKEN, claimx_settings_env
 from bench.cpu import CpuMeter
 from bench.daemon import PipelineUnderTest, pipeline, wait_until
 from bench.ingest import ceiling, event_bytes, produce
@@ -75,17 +75,7 @@ def streaming_pipeline(stack: LocalStack) -> Iterator[tuple[PipelineUnderTest, A
     world = ClaimXWorld(media.base_url)
     source = ClaimXEventSource(world, random.Random(1))
     api = ClaimXApiDouble(world, token=TOKEN).start_in_process()
-    env = {
-        **STREAM_ENV,
-        "PIPELINE_CLAIMX__API__BASE_URL": api.base_url,
-        "PIPELINE_CLAIMX__API__TOKEN_ENV": "BENCH_CLAIMX_TOKEN",
-        "BENCH_CLAIMX_TOKEN": TOKEN,
-        "PIPELINE_CLAIMX__MEDIA__ALLOWED_HOSTS": f'["{MEDIA_HOST}"]',
-        "PIPELINE_CLAIMX__MEDIA__ALLOW_HTTP": "true",
-        "PIPELINE_CLAIMX__MEDIA__ALLOWED_PORTS": "[]",
-        "PIPELINE_CLAIMX__MEDIA__LOOPBACK_HOSTS": f'["{MEDIA_HOST}"]',
-        "PIPELINE_CLAIMX__MEDIA__EXTRA_HOSTS": f'{{"{MEDIA_HOST}": "127.0.0.1"}}',
-    }
+    env = {**STREAM_ENV, **claimx_settings_env(api.base_url)}
     try:
         with pipeline(stack, streaming=True, extra_env=env) as run:
             run.start_daemon()
