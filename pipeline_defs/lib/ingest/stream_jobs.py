@@ -78,21 +78,26 @@ def build_stream(
         )
         stop, deadline = StopSignal(), time.monotonic() + config.ingest.stream.max_run_s
         with streamer:
-            while True:
-                with stop.listening():
-                    interval = streamer.next_interval(stop, deadline, lambda: failed_check(context.instance, gated_by))
-                failed = yield from _reported(asset, resources, interval, blocking)
-                if failed:
-                    raise dg.Failure(
-                        description=f"blocking check {failed} failed on offsets {encode_ranges(interval.ranges)}; "
-                        "the stream stops so downstream waits, and its sensor starts the next run",
-                    )
-                if stop.requested:
-                    context.log.info("stop requested: the last micro-batch is committed; ending the run")
-                    raise dg.DagsterExecutionInterruptedError()
-                if time.monotonic() >= deadline:
-                    context.log.info("max_run_s reached: ending cleanly; the stream sensor starts the next run")
-                    return
+            try:
+                while True:
+                    with stop.listening():
+                        interval = streamer.next_interval(stop, deadline, lambda: failed_check(context.instance, gated_by))
+                    failed = yield from _reported(asset, resources, interval, blocking)
+                    if failed:
+                        raise dg.Failure(
+                            description=f"blocking check {failed} failed on offsets {encode_ranges(interval.ranges)}; "
+                            "the stream stops so downstream waits, and its sensor starts the next run",
+                        )
+                    if stop.requested:
+                        raise dg.DagsterExecutionInterruptedError()
+                    if time.monotonic() >= deadline:
+                        context.log.info("max_run_s reached: ending cleanly; the stream sensor starts the next run")
+                        return
+            except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+                # Outside listening() Dagster's own handler raises the stop, possibly while the
+                # interval is reported: its micro-batch and offsets are committed by then either way.
+                context.log.info("stop requested: the last micro-batch is committed; ending the run")
+                raise
 
     @dg.job(
         name=stream_job_name(feed),
