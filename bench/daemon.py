@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -30,6 +31,8 @@ from pipeline_defs.lib.settings import CoreSettings, StorageSettings
 from pipeline_defs_tests.support.stack import AZURITE_KEY, ROOT, LocalStack
 from pipeline_defs_tests.support.topics import topic_env, unique_topics
 
+BIN = ROOT / ".venv" / "bin"
+
 
 @dataclass
 class PipelineUnderTest:
@@ -40,6 +43,7 @@ class PipelineUnderTest:
     topics: SimpleNamespace  # topics.xact.events, topics.claimx.enrichment_dlq, ...
     dagster_home: Path
     daemon: Optional[subprocess.Popen] = None
+    code_server: Optional[subprocess.Popen] = None
     resources: dict = field(default_factory=dict)
 
     @property
@@ -59,9 +63,33 @@ class PipelineUnderTest:
         return dg.DagsterInstance.from_config(str(self.dagster_home))
 
     def start_daemon(self) -> None:
-        log = open(self.workdir / "daemon.log", "ab")  # noqa: SIM115 - the daemon writes to it for its whole life
-        self.daemon = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
+        """A long-lived code server, as deployed, and the daemon pointed at it: a daemon that
+        spawns its own code server replaces it every minute (its workspace reload), which
+        alone cost the idle pipeline more CPU than its target."""
+        port = free_port()
+        self.code_server = self._spawn(
+            "code_server",
+            "dagster",
+            "api",
+            "grpc",
+            "-m",
+            "pipeline_defs.definitions",
+            "--location-name",
+            "pipeline_defs",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        )
+        health = [str(BIN / "dagster"), "api", "grpc-health-check", "-h", "127.0.0.1", "-p", str(port)]
+        healthy = lambda: subprocess.run(health, capture_output=True, env=self.env).returncode == 0  # noqa: E731
+        assert wait_until(healthy, timeout_s=180, every_s=1), f"the code server on port {port} did not come up"
+        self.daemon = self._spawn("daemon", "dagster-daemon", "run", "--grpc-host", "127.0.0.1", "--grpc-port", str(port))
+
+    def _spawn(self, name: str, *command: str) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - the process writes to it for its whole life
+        return subprocess.Popen(
+            [str(BIN / command[0]), *command[1:]],
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -69,13 +97,19 @@ class PipelineUnderTest:
             start_new_session=True,
         )
 
+    @property
+    def pipeline_pids(self) -> list[int]:
+        """The daemon and the code server (whose children are the run workers)."""
+        return [p.pid for p in (self.daemon, self.code_server) if p is not None]
+
     def stop_daemon(self) -> None:
-        if self.daemon is not None and self.daemon.poll() is None:
-            os.killpg(self.daemon.pid, signal.SIGTERM)
-            try:
-                self.daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.daemon.pid, signal.SIGKILL)
+        for process in (self.daemon, self.code_server):
+            if process is not None and process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
         # runs launched by the daemon live in their own processes
         for pid in run_processes(self.dagster_home):
             with suppress(ProcessLookupError):
@@ -130,7 +164,7 @@ def pipeline(
     env = {
         **os.environ,
         "DAGSTER_HOME": str(dagster_home),
-        "DAGSTER_PG_URL": f"postgresql+psycopg2://postgres@127.0.0.1:{stack.pg_port}/dagster_{name}",
+        "DAGSTER_PG_URL": stack.dagster_pg_url(f"dagster_{name}"),
         "PIPELINE_CONFIG_FILE": "/nonexistent.yaml",
         "PIPELINE_SOURCE_KAFKA__BOOTSTRAP_SERVERS": stack.bootstrap_servers,
         "PIPELINE_KAFKA__BOOTSTRAP_SERVERS": stack.bootstrap_servers,
@@ -184,3 +218,10 @@ def wait_until(predicate, timeout_s: float, every_s: float = 1.0) -> bool:
             return True
         time.sleep(every_s)
     return predicate()
+
+
+def free_port() -> int:
+    """A port the kernel has just handed out and released (for a server started right after)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -23,6 +23,7 @@ from bench.cpu import CpuMeter
 from bench.daemon import PipelineUnderTest, pipeline, wait_until
 from bench.ingest import ceiling, event_bytes, produce
 from pipeline_defs.lib.delta.maintenance import Layout, maintain
+from pipeline_defs.lib.ingest.stream_jobs import STREAM_TAG
 from pipeline_defs_tests.support.stack import LocalStack
 from pipeline_sim.attachment_host import AttachmentHost
 from pipeline_sim.claimx_api import ClaimXApiDouble
@@ -30,6 +31,7 @@ from pipeline_sim.claimx_events import ClaimXEventSource
 from pipeline_sim.claimx_world import ClaimXWorld
 from pipeline_sim.events import encode
 
+STREAMED_FEEDS = 5  # xact_events, xact_attachments, claimx_events, claimx_entities, claimx_attachments
 STREAM_ENV = {"PIPELINE_INGEST__STREAM__REPORT_INTERVAL_S": "30"}
 
 
@@ -67,9 +69,12 @@ class Visibility:
 
 
 @contextmanager
-def streaming_pipeline(stack: LocalStack) -> Iterator[tuple[PipelineUnderTest, AttachmentHost, ClaimXEventSource]]:
+def streaming_pipeline(
+    stack: LocalStack, warm_up: bool = True
+) -> Iterator[tuple[PipelineUnderTest, AttachmentHost, ClaimXEventSource]]:
     """The pipeline with streaming on, an attachment host, the ClaimX API double and its media
-    host (each in its own process), and the daemon started and warmed up."""
+    host (each in its own process), and the daemon started: warmed up by a few events of each
+    kind, or (``warm_up=False``) with its streaming runs started and no event at all."""
     files = AttachmentHost(host_name=HOST, file_size=16 * 1024).start_in_process()
     media = AttachmentHost(host_name=MEDIA_HOST, file_size=16 * 1024).start_in_process()
     world = ClaimXWorld(media.base_url)
@@ -79,6 +84,14 @@ def streaming_pipeline(stack: LocalStack) -> Iterator[tuple[PipelineUnderTest, A
     try:
         with pipeline(stack, streaming=True, extra_env=env) as run:
             run.start_daemon()
+            if not warm_up:
+                instance = run.instance()
+                in_flight = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])
+                streams = lambda: [r for r in instance.get_runs(filters=in_flight) if STREAM_TAG in r.tags]  # noqa: E731
+                started = lambda: len(streams()) == STREAMED_FEEDS  # noqa: E731
+                assert wait_until(started, timeout_s=300), "the streaming runs did not start"
+                yield run, files, source
+                return
             kafka = run.resources["kafka"]
             produce(kafka, run.topics.xact.events, 10)
             claimx = [source.event() for _ in range(10)]
@@ -93,13 +106,12 @@ def streaming_pipeline(stack: LocalStack) -> Iterator[tuple[PipelineUnderTest, A
 
 def cpu_meter(run: PipelineUnderTest, stack: LocalStack) -> CpuMeter:
     postmaster = int((stack.directory / "postgres" / "data" / "postmaster.pid").read_text().split()[0])
-    assert run.daemon is not None
     return CpuMeter(
         {
-            "pipeline": [run.daemon.pid],  # the daemon, its code servers, every run worker
+            "pipeline": run.pipeline_pids,  # the daemon, the code server, every run worker
             "kafka": [_pid(stack.directory / "kafka" / "pid")],
             "azurite": [_pid(stack.directory / "azurite" / "pid")],
-            "postgres": [postmaster],
+            "postgres": [postmaster, _pid(stack.directory / "postgres" / "pgbouncer.pid")],
         }
     )
 
@@ -167,10 +179,11 @@ def stream_report(run: PipelineUnderTest, asset: str) -> dict:
     return {k: metadata.get(k) for k in ("micro_batches", "interval_s", "seconds_by_stage", "latency_p95_s", "mode")}
 
 
-def idle(stack: LocalStack, seconds: int = 120) -> dict:
-    """Streaming runs up and waiting, no events: the CPU the pipeline and the stack use."""
-    with streaming_pipeline(stack) as (run, _, _):
-        time.sleep(30)  # the warm-up's runs and checks settle
+def idle(stack: LocalStack, seconds: int = 300) -> dict:
+    """Streaming runs up and waiting, no event ever produced (a warm-up's retries would keep
+    batch runs coming for minutes): the CPU the pipeline and the stack use."""
+    with streaming_pipeline(stack, warm_up=False) as (run, _, _):
+        time.sleep(60)  # the streaming runs' start-up (imports, consumers, tables) settles
         meter = cpu_meter(run, stack)
         meter.start()
         time.sleep(seconds)

@@ -18,6 +18,9 @@ KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
 AZURITE_PORT=${AZURITE_PORT:-10000}
 PG_PORT=${PG_PORT:-15432}  # below the ephemeral range (32768+), where a busy client could hold it
+# PgBouncer in front of PostgreSQL for Dagster's storage: dagster-postgres opens a connection per
+# query (NullPool), and a PostgreSQL backend per connection cost ~0.3 cores at the idle daemon's rate.
+PG_POOL_PORT=${PG_POOL_PORT:-$((PG_PORT + 1000))}
 UV_VERSION=0.13.9
 VENV=$ROOT/.venv
 PY=$VENV/bin/python
@@ -38,6 +41,7 @@ ensure_debian_packages() {
   command -v mvn >/dev/null || missing+=(maven)
   command -v npm >/dev/null || missing+=(nodejs npm)
   [[ -n "$(pg_bin)" ]] || missing+=(postgresql)
+  [[ -x /usr/sbin/pgbouncer ]] || missing+=(pgbouncer)
   python3 -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null || missing+=(python3.11 python3.11-venv)
   ((${#missing[@]} == 0)) && return
   [[ $(id -u) == 0 ]] || die "missing ${missing[*]}; install them (apt-get) and rerun"
@@ -161,7 +165,10 @@ as_postgres() {
 start_postgres() {
   local dir=$STACK_DIR/postgres bin
   bin=$(pg_bin)
-  if as_postgres "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then return; fi
+  if as_postgres "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+    start_pgbouncer "$dir"
+    return
+  fi
   mkdir -p "$dir"
   [[ $(id -u) == 0 ]] && chown postgres: "$dir"
   if [[ ! -f $dir/data/PG_VERSION ]]; then
@@ -174,6 +181,41 @@ start_postgres() {
   as_postgres "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc \
     "SELECT 1 FROM pg_database WHERE datname='dagster'" | grep -q 1 ||
     as_postgres "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres dagster
+  start_pgbouncer "$dir"
+}
+
+start_pgbouncer() {
+  local dir=$1
+  running "$dir/pgbouncer.pid" && return
+  echo '"postgres" ""' >"$dir/pgbouncer.users"
+  # Session pooling: a client keeps its server connection for its session (LISTEN/NOTIFY works),
+  # and a closed client's connection goes back to the pool instead of ending a backend.
+  cat >"$dir/pgbouncer.ini" <<EOF
+[databases]
+* = host=127.0.0.1 port=$PG_PORT
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PG_POOL_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/pgbouncer.users
+pool_mode = session
+max_client_conn = 1000
+default_pool_size = 60
+server_idle_timeout = 60
+log_connections = 0
+log_disconnections = 0
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+EOF
+  [[ $(id -u) == 0 ]] && chown postgres: "$dir"/pgbouncer.*
+  log "starting PgBouncer on 127.0.0.1:$PG_POOL_PORT"
+  as_postgres /usr/sbin/pgbouncer -d -q "$dir/pgbouncer.ini"
+  wait_for "PgBouncer" 30 pgbouncer_healthy
+}
+
+pgbouncer_healthy() {
+  as_postgres "$(pg_bin)/psql" -h 127.0.0.1 -p "$PG_POOL_PORT" -U postgres -d dagster -tAc "SELECT 1" >/dev/null 2>&1
 }
 
 create_containers() {
@@ -202,7 +244,7 @@ export AZURITE_ACCOUNT_NAME=$AZURITE_ACCOUNT
 export AZURITE_ACCOUNT_KEY='$AZURITE_KEY'
 export PIPELINE_STORAGE__AZURE_ENDPOINT=http://127.0.0.1:$AZURITE_PORT/$AZURITE_ACCOUNT
 export DAGSTER_PG_HOST=127.0.0.1
-export DAGSTER_PG_PORT=$PG_PORT
+export DAGSTER_PG_PORT=$PG_POOL_PORT
 EOF
 }
 
@@ -241,6 +283,7 @@ stop_pid() {
 }
 
 stop_postgres() {
+  stop_pid "$STACK_DIR/postgres/pgbouncer.pid" PgBouncer
   if [[ -f $STACK_DIR/postgres/data/PG_VERSION ]]; then
     as_postgres "$(pg_bin)/pg_ctl" -D "$STACK_DIR/postgres/data" -m fast stop >/dev/null 2>&1 || true
   fi
@@ -264,6 +307,8 @@ status() {
   running "$STACK_DIR/azurite/pid" && echo "azurite: running (127.0.0.1:$AZURITE_PORT)" || echo "azurite: stopped"
   as_postgres "$(pg_bin)/pg_ctl" -D "$STACK_DIR/postgres/data" status >/dev/null 2>&1 &&
     echo "postgres: running (127.0.0.1:$PG_PORT)" || echo "postgres: stopped"
+  running "$STACK_DIR/postgres/pgbouncer.pid" &&
+    echo "pgbouncer: running (127.0.0.1:$PG_POOL_PORT)" || echo "pgbouncer: stopped"
 }
 
 case "${1:-}" in

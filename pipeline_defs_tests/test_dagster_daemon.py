@@ -37,7 +37,7 @@ def dagster_home(tmp_path: Path, test_stack, monkeypatch) -> Path:
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "deploy" / "dagster" / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_PG_URL", f"postgresql+psycopg2://postgres@127.0.0.1:{test_stack.pg_port}/{database}")
+    monkeypatch.setenv("DAGSTER_PG_URL", test_stack.dagster_pg_url(database))
     return home
 
 

@@ -33,11 +33,16 @@ from pipeline_defs.defs.claimx.sensors import (
     claimx_events_kafka_sensor,
 )
 from pipeline_defs.defs.xact.assets import xact_attachments, xact_events
-from pipeline_defs.defs.xact.sensors import xact_attachments_pending_sensor, xact_events_kafka_sensor
+from pipeline_defs.defs.xact.sensors import (
+    xact_attachments_pending_sensor,
+    xact_attachments_stream_job,
+    xact_events_kafka_sensor,
+    xact_events_stream_job,
+)
 from pipeline_defs.lib.attachments.downloader import AttachmentHttpResource
 from pipeline_defs.lib.dlq.records import CLAIM_CHECK_HEADER, error_headers
 from pipeline_defs.lib.settings import DownloadSettings
-from pipeline_defs_tests.support.kafka import execute, table_rows, tick
+from pipeline_defs_tests.support.kafka import execute, location, table_rows, tick, with_ingest
 from pipeline_sim.attachment_host import AttachmentHost
 from pipeline_sim.claimx_events import ClaimXEventSource
 from pipeline_sim.events import encode, xact_event
@@ -392,7 +397,29 @@ def account(
     return outcomes
 
 
-def test_no_record_or_answer_stops_the_xact_pipeline(hostile_resources, host, kafka, lake, files, topics, instance, consume_all):
+def stream_all(job, asset, topic: str, resources, instance) -> None:
+    """Streaming runs of a few seconds each until the asset's consumer group has committed
+    every offset of ``topic``; every run must succeed."""
+    streaming = with_ingest(resources, stream={"report_interval_s": 1.0, "batch_max_wait_s": 0.2, "max_run_s": 5.0})
+    group, kafka = resources["ingest"].consumer_group(asset.key.to_user_string()), resources["kafka"]
+    for _ in range(60):  # a bound, not a pace: each run stops once it has read what is there
+        result = location(streaming).get_job_def(job.name).execute_in_process(instance=instance, raise_on_error=False)
+        assert result.success, f"{job.name} failed on hostile input"
+        states = kafka.partition_states(topic, 10)
+        if kafka.committed_offsets(group, topic, states, 10) == {p: s.high for p, s in states.items()}:
+            return
+    raise AssertionError(f"{job.name} left offsets of {topic} uncommitted")
+
+
+def batch_all(job, asset, topic: str, resources, instance) -> None:
+    sensor = {xact_events.key: xact_events_kafka_sensor, xact_attachments.key: xact_attachments_pending_sensor}[asset.key]
+    run_all(sensor, asset, resources, instance)
+
+
+@pytest.mark.parametrize("consume", [batch_all, stream_all], ids=["batch runs", "streaming runs"])
+def test_no_record_or_answer_stops_the_xact_pipeline(
+    consume, hostile_resources, host, kafka, lake, files, topics, instance, consume_all
+):
     good_events: list[dict] = []
 
     def good() -> dict:
@@ -404,7 +431,7 @@ def test_no_record_or_answer_stops_the_xact_pipeline(hostile_resources, host, ka
     assert len(cases) >= 30
     placed = produce_interleaved(kafka, topics.xact.events, cases, lambda: encode(good()))
 
-    run_all(xact_events_kafka_sensor, xact_events, hostile_resources, instance)
+    consume(xact_events_stream_job, xact_events, topics.xact.events, hostile_resources, instance)
 
     rows = table_rows(lake, "xact_events")
     dlq = dead_letters(consume_all, topics.xact.events_dlq)
@@ -422,7 +449,7 @@ def test_no_record_or_answer_stops_the_xact_pipeline(hostile_resources, host, ka
     placed_tasks = produce_interleaved(kafka, topics.xact.downloads_pending, task_cases, lambda: good_task)
     assert not (set(placed_tasks) & {(m.partition(), m.offset()) for m in pending})
 
-    run_all(xact_attachments_pending_sensor, xact_attachments, hostile_resources, instance)
+    consume(xact_attachments_stream_job, xact_attachments, topics.xact.downloads_pending, hostile_resources, instance)
 
     inventory = table_rows(lake, "xact_attachments")
     stored = set(inventory["attachment_url"])

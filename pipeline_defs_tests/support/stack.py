@@ -36,6 +36,14 @@ class LocalStack:
         )
 
     @property
+    def pg_pool_port(self) -> int:
+        """PgBouncer in front of PostgreSQL (deploy/stack.sh): where Dagster's storage connects."""
+        return self.pg_port + 1000
+
+    def dagster_pg_url(self, database: str) -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.pg_pool_port}/{database}"
+
+    @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.kafka_port}"
 

@@ -42,11 +42,14 @@ from pipeline_defs.lib.kafka.resource import KafkaResource
 from pipeline_defs.lib.settings import IngestConfigResource
 
 # The sensor daemon wakes every 5 s and ticks a sensor whose interval has elapsed since its
-# last tick started; 4 s makes every wake-up tick (5 s would skip every other one: 10 s).
-SENSOR_INTERVAL_S = 4
+# last tick started, so 14 s ticks every third wake-up (15 s). Seconds-level latency is the
+# streaming runs' job; the batch path plans backfill-sized runs, and every tick costs the
+# daemon and the code server an instance, the resources and a tick record: at 4 s the batch
+# sensors alone cost the idle pipeline ~0.1 cores (py-spy, 2026-12-04).
+SENSOR_INTERVAL_S = 14
 # Feeds where seconds do not matter (retry topics wait minutes, DLQ views are read by people):
 # each tick costs broker and instance round trips, which add up to most of an idle pipeline's CPU.
-SLOW_SENSOR_INTERVAL_S = 30
+SLOW_SENSOR_INTERVAL_S = 60
 
 
 def build_offset_range_sensor(

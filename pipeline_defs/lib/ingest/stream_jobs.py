@@ -23,7 +23,8 @@ from pipeline_defs.lib.kafka.ranges import encode_ranges
 from pipeline_defs.lib.settings import IngestConfigResource
 
 STREAM_TAG = "kafka/stream"  # on streaming runs: the asset whose feed they consume
-KEEP_ALIVE_INTERVAL_S = 15
+# How soon a stopped or failed streaming run is replaced (the batch sensor covers the gap).
+KEEP_ALIVE_INTERVAL_S = 29
 
 RunResult = dg.MaterializeResult | dg.AssetCheckResult
 
@@ -80,9 +81,9 @@ def build_stream(
         with streamer:
             try:
                 while True:
-                    with stop.listening():
+                    with stop.listening():  # a stop waits until the interval is committed and reported
                         interval = streamer.next_interval(stop, deadline, lambda: failed_check(context.instance, gated_by))
-                    failed = yield from _reported(asset, resources, interval, blocking)
+                        failed = yield from _reported(asset, resources, interval, blocking)
                     if failed:
                         raise dg.Failure(
                             description=f"blocking check {failed} failed on offsets {encode_ranges(interval.ranges)}; "
@@ -94,8 +95,7 @@ def build_stream(
                         context.log.info("max_run_s reached: ending cleanly; the stream sensor starts the next run")
                         return
             except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
-                # Outside listening() Dagster's own handler raises the stop, possibly while the
-                # interval is reported: its micro-batch and offsets are committed by then either way.
+                # Ours, or Dagster's between intervals: the micro-batches are committed either way.
                 context.log.info("stop requested: the last micro-batch is committed; ending the run")
                 raise
 
