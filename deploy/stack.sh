@@ -201,8 +201,11 @@ auth_type = trust
 auth_file = $dir/pgbouncer.users
 pool_mode = session
 max_client_conn = 1000
-default_pool_size = 60
-server_idle_timeout = 60
+default_pool_size = 20
+; every database (tests and benchmarks make one per run) gets its own pool: stay below
+; PostgreSQL's 100 connections in total (clients wait for a connection beyond this)
+max_user_connections = 80
+server_idle_timeout = 30
 log_connections = 0
 log_disconnections = 0
 logfile = $dir/pgbouncer.log
@@ -215,7 +218,8 @@ EOF
 }
 
 pgbouncer_healthy() {
-  as_postgres "$(pg_bin)/psql" -h 127.0.0.1 -p "$PG_POOL_PORT" -U postgres -d dagster -tAc "SELECT 1" >/dev/null 2>&1
+  running "$STACK_DIR/postgres/pgbouncer.pid" &&
+    as_postgres "$(pg_bin)/psql" -h 127.0.0.1 -p "$PG_POOL_PORT" -U postgres -d dagster -tAc "SELECT 1" >/dev/null 2>&1
 }
 
 create_containers() {
@@ -249,7 +253,7 @@ EOF
 }
 
 up() {
-  [[ -d $KAFKA_LIB && -x $AZURITE_BIN && -x $PY ]] || install
+  [[ -d $KAFKA_LIB && -x $AZURITE_BIN && -x $PY && -x /usr/sbin/pgbouncer ]] || install
   local services=("$@")
   ((${#services[@]})) || services=(kafka azurite postgres)
   for service in "${services[@]}"; do "start_$service"; done

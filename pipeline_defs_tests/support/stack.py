@@ -62,6 +62,7 @@ class LocalStack:
             "KAFKA_PORT": str(self.kafka_port),
             "AZURITE_PORT": str(self.azurite_port),
             "PG_PORT": str(self.pg_port),
+            "PG_POOL_PORT": str(self.pg_pool_port),
         }
         subprocess.run(
             ["bash", str(ROOT / "deploy" / "stack.sh"), *args], env={**os.environ, **env}, check=True, stdin=subprocess.DEVNULL

@@ -9,7 +9,7 @@ Terminate in the UI stops it cleanly: the micro-batch in hand is committed, then
 """
 
 import time
-from collections.abc import Generator, Iterable, Iterator, Sequence, Set
+from collections.abc import Iterable, Iterator, Sequence, Set
 from typing import Any, Optional, Protocol
 
 import dagster as dg
@@ -81,9 +81,14 @@ def build_stream(
         with streamer:
             try:
                 while True:
-                    with stop.listening():  # a stop waits until the interval is committed and reported
+                    # A stop waits until the interval is committed and its report built. Dagster
+                    # reinstalls its own handler around every resumption of this generator, so the
+                    # report is yielded after listening, and a stop while Dagster stores it is
+                    # Dagster's interrupt (below).
+                    with stop.listening():
                         interval = streamer.next_interval(stop, deadline, lambda: failed_check(context.instance, gated_by))
-                        failed = yield from _reported(asset, resources, interval, blocking)
+                        events, failed = _report(asset, resources, interval, blocking)
+                    yield from events
                     if failed:
                         raise dg.Failure(
                             description=f"blocking check {failed} failed on offsets {encode_ranges(interval.ranges)}; "
@@ -94,8 +99,9 @@ def build_stream(
                     if time.monotonic() >= deadline:
                         context.log.info("max_run_s reached: ending cleanly; the stream sensor starts the next run")
                         return
-            except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
-                # Ours, or Dagster's between intervals: the micro-batches are committed either way.
+            except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt, GeneratorExit):
+                # Ours, Dagster's, or the generator closed by Dagster after its interrupt: the
+                # micro-batches are committed either way.
                 context.log.info("stop requested: the last micro-batch is committed; ending the run")
                 raise
 
@@ -111,14 +117,15 @@ def build_stream(
     return _job, _keep_alive_sensor(feed, _job)
 
 
-def _reported(
+def _report(
     asset: StreamableAsset, resources: Any, interval: StreamInterval, blocking: Sequence[dg.AssetCheckKey]
-) -> Generator[dg.AssetMaterialization | dg.AssetCheckEvaluation, None, Optional[str]]:
-    """The interval as materializations of its day and check evaluations; returns the first
-    failed blocking check, if any. An idle interval reports nothing."""
+) -> tuple[list[dg.AssetMaterialization | dg.AssetCheckEvaluation], Optional[str]]:
+    """The interval as materializations of its day and check evaluations, and the first failed
+    blocking check, if any. An idle interval reports nothing."""
     report = interval.report
+    events: list[dg.AssetMaterialization | dg.AssetCheckEvaluation] = []
     if report.messages_read == 0:
-        return None
+        return events, None
     own = dg.AssetKey(asset.feed.asset_name)
     day = interval.day.isoformat()
     failed = None
@@ -126,24 +133,26 @@ def _reported(
         if isinstance(result, dg.MaterializeResult):
             key = result.asset_key or own
             metadata = {**(result.metadata or {}), **(_stream_metadata(interval) if key == own else {})}
-            yield dg.AssetMaterialization(asset_key=key, partition=day, metadata=metadata)
+            events.append(dg.AssetMaterialization(asset_key=key, partition=day, metadata=metadata))
             checks: Iterable[dg.AssetCheckResult] = result.check_results or []
         else:
             key, checks = own, [result]
         for check in checks:
             check_key = dg.AssetCheckKey(dg.AssetKey.from_coercible(check.asset_key or key), check.check_name or "")
-            yield dg.AssetCheckEvaluation(
-                asset_key=check_key.asset_key,
-                check_name=check_key.name,
-                passed=check.passed,
-                metadata=check.metadata,
-                severity=check.severity,
-                description=check.description,
-                blocking=check_key in blocking,
+            events.append(
+                dg.AssetCheckEvaluation(
+                    asset_key=check_key.asset_key,
+                    check_name=check_key.name,
+                    passed=check.passed,
+                    metadata=check.metadata,
+                    severity=check.severity,
+                    description=check.description,
+                    blocking=check_key in blocking,
+                )
             )
             if not check.passed and check_key in blocking and failed is None:
                 failed = check_key.to_user_string()
-    return failed
+    return events, failed
 
 
 def _stream_metadata(interval: StreamInterval) -> dict[str, Any]:
