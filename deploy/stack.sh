@@ -71,7 +71,7 @@ install() {
   fi
 }
 
-running() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+running() { [[ -f $1 ]] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }  # the file may vanish as its process exits
 
 wait_for() { # description, timeout seconds, command...
   local what=$1 timeout=$2; shift 2
