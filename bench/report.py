@@ -164,6 +164,16 @@ def streaming_targets(results: dict) -> list[dict]:
                 "met": cores <= 1,
             }
         )
+    claimx_load = results.get("streaming_claimx_load")
+    if claimx_load:
+        claimx_rate = round(claimx_load["claimx_events_produced"] / claimx_load["seconds"])
+        rows += _latency_row(
+            f"7. streaming: produce -> visible in claimx_events at {claimx_rate:,} ClaimX events/s "
+            f"+ {claimx_load['rate']} XACT events/s, {claimx_load['seconds']} s, p50 / p95 / p99 s",
+            claimx_load.get("claimx_events"),
+            5,
+            8,
+        )
     idle = results.get("streaming_idle")
     if idle:
         pipeline = idle["pipeline_cores"]

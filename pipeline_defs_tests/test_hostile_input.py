@@ -42,7 +42,7 @@ from pipeline_defs.defs.xact.sensors import (
 from pipeline_defs.lib.attachments.downloader import AttachmentHttpResource
 from pipeline_defs.lib.dlq.records import CLAIM_CHECK_HEADER, error_headers
 from pipeline_defs.lib.settings import DownloadSettings
-from pipeline_defs_tests.support.kafka import execute, location, table_rows, tick, with_ingest
+from pipeline_defs_tests.support.kafka import execute, location, streaming, table_rows, tick
 from pipeline_sim.attachment_host import AttachmentHost
 from pipeline_sim.claimx_events import ClaimXEventSource
 from pipeline_sim.events import encode, xact_event
@@ -400,10 +400,10 @@ def account(
 def stream_all(job, asset, topic: str, resources, instance) -> None:
     """Streaming runs of a few seconds each until the asset's consumer group has committed
     every offset of ``topic``; every run must succeed."""
-    streaming = with_ingest(resources, stream={"report_interval_s": 1.0, "batch_max_wait_s": 0.2, "max_run_s": 5.0})
+    stream_resources = streaming(resources, max_run_s=5.0)
     group, kafka = resources["ingest"].consumer_group(asset.key.to_user_string()), resources["kafka"]
     for _ in range(60):  # a bound, not a pace: each run stops once it has read what is there
-        result = location(streaming).get_job_def(job.name).execute_in_process(instance=instance, raise_on_error=False)
+        result = location(stream_resources).get_job_def(job.name).execute_in_process(instance=instance, raise_on_error=False)
         assert result.success, f"{job.name} failed on hostile input"
         states = kafka.partition_states(topic, 10)
         if kafka.committed_offsets(group, topic, states, 10) == {p: s.high for p, s in states.items()}:

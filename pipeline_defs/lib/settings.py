@@ -81,8 +81,12 @@ class StreamSettings(dg.Config):
     """The streaming path: one long-running run per Kafka-fed asset, committing micro-batches."""
 
     enabled: bool = True  # the stream sensors keep a run alive per asset; off: batch runs only
-    batch_max_wait_s: float = 0.5  # a micro-batch is committed after this long ...
+    batch_max_wait_s: float = 1.0  # a micro-batch of events is committed after this long ...
     batch_max_events: int = 100_000  # ... or this many records (a backlog drains in big commits)
+    # Task feeds (downloads, enrichment) MERGE into their tables, a cost paid per micro-batch
+    # whatever its size; their latency budget (10 s) affords fewer, larger batches.
+    task_batch_max_wait_s: float = 2.0
+    offset_commit_interval_s: float = 5.0  # consumer-group offsets (for Kafka's lag tools; Delta holds the truth)
     report_interval_s: float = 60.0  # one materialization (and check evaluation) per day and interval
     max_run_s: float = 6 * 3600.0  # a run ends cleanly after this long and the sensor starts the next
     gate_poll_s: float = 5.0  # how often a stream behind a failed blocking check looks again

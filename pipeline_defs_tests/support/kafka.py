@@ -42,6 +42,15 @@ def with_ingest(resources: dict, **changes: Any) -> dict:
     return {**resources, "ingest": IngestConfigResource(ingest=IngestSettings(**{**ingest.model_dump(), **changes}))}
 
 
+# Streaming runs in tests: short micro-batches and report intervals, so a run of seconds reports.
+STREAM_SETTINGS = {"report_interval_s": 1.0, "batch_max_wait_s": 0.2, "task_batch_max_wait_s": 0.2, "gate_poll_s": 1.0}
+
+
+def streaming(resources: dict, max_run_s: float, **changes: Any) -> dict:
+    """``resources`` with streaming runs that end cleanly after ``max_run_s``."""
+    return with_ingest(resources, stream={**STREAM_SETTINGS, "max_run_s": max_run_s, **changes})
+
+
 def tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, resources: dict, cursor: str | None = None) -> Any:
     """Evaluate one tick, as the daemon would, in the code location the sensor belongs to."""
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=location(resources))

@@ -36,8 +36,8 @@ from pipeline_defs.defs.claimx.handlers import (
     handled,
 )
 from pipeline_defs.defs.claimx.models import ClaimXDownloadTask, ClaimXEnrichmentTask
-from pipeline_defs.lib.delta.entities import MergeStats, merge_entities
-from pipeline_defs.lib.delta.resource import DeltaLakeResource, as_frame
+from pipeline_defs.lib.delta.entities import EntityTable, MergeStats, merge_entities
+from pipeline_defs.lib.delta.resource import DeltaLakeResource, as_frame, scan_snapshot
 from pipeline_defs.lib.dlq.records import DeadLetterTopic
 from pipeline_defs.lib.ingest.consume import merge_by_day
 from pipeline_defs.lib.ingest.failures import FAILURE_COUNTERS, TaskFailure, failure_of
@@ -102,6 +102,7 @@ class EnrichmentSink(TaskSink[ClaimXEnrichmentTask]):
     merged: dict[str, MergeStats] = field(default_factory=dict)
     api_calls_by_endpoint: Counter = field(default_factory=Counter)
     breaker_transitions: list[str] = field(default_factory=list)
+    _entity_tables: dict[str, DeltaTable] = field(default_factory=dict)  # opened once per sink
 
     spec: DeltaTableSpec = LOG_TABLE
     stage = "read the task"
@@ -229,14 +230,23 @@ class EnrichmentSink(TaskSink[ClaimXEnrichmentTask]):
         return failure_of(outcome) if isinstance(outcome, RejectedRecord) else outcome
 
     def _known_projects(self, project_ids: list[str]) -> set[str]:
-        scan = self.lake.scan(PROJECTS.name)
-        if scan is None or not project_ids:
+        if not project_ids:
             return set()
-        return set(scan.select("project_id").filter(pl.col("project_id").is_in(project_ids)).collect()["project_id"])
+        projects = self._entity_table(PROJECTS)
+        projects.update_incremental()
+        scan = scan_snapshot(projects).select("project_id").filter(pl.col("project_id").is_in(project_ids))
+        return set(scan.collect()["project_id"])
+
+    def _entity_table(self, table: EntityTable) -> DeltaTable:
+        """The table's handle, kept for the sink's life: a streaming sink merges every
+        micro-batch, and opening a table replays its log."""
+        if table.name not in self._entity_tables:
+            self._entity_tables[table.name] = self.lake.ensure(table.name, table.schema, [])
+        return self._entity_tables[table.name]
 
     def _merge(self, table_name: str, rows: list[dict[str, Any]], context: BatchContext) -> None:
         table = next(t for t in ENTITY_TABLES if t.name == table_name)
-        stats = merge_entities(self.lake, table, rows, context.run_id)
+        stats = merge_entities(self._entity_table(table), table, rows, context.run_id) if rows else MergeStats()
         self.merged[table_name] = self.merged.get(table_name, MergeStats()) + stats
 
     def _log_row(

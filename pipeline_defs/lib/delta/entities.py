@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-from deltalake import CommitProperties
+from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import CommitFailedError
 
 from pipeline_defs.lib.delta.resource import DeltaLakeResource, retry_on_commit_conflict
@@ -88,12 +88,12 @@ def entity_frame(table: EntityTable, rows: Sequence[dict[str, Any]], run_id: str
     return pa.Table.from_pylist(list(latest.values()), schema=table.schema)
 
 
-def merge_entities(lake: DeltaLakeResource, table: EntityTable, rows: Sequence[dict[str, Any]], run_id: str) -> MergeStats:
-    """Upsert ``rows`` into ``table``: new keys inserted, changed rows replaced, equal rows left alone."""
+def merge_entities(delta: DeltaTable, table: EntityTable, rows: Sequence[dict[str, Any]], run_id: str) -> MergeStats:
+    """Upsert ``rows`` into ``table`` (opened as ``delta``, brought up to date here): new keys
+    inserted, changed rows replaced, equal rows left alone."""
     if not rows:
         return MergeStats()
     source = entity_frame(table, rows, run_id)
-    delta = lake.ensure(table.name, table.schema, [])
     matches = " AND ".join(f"t.{k} = s.{k}" for k in table.keys)
     conflicts = 0
 

@@ -27,6 +27,7 @@ from pipeline_defs.lib.dlq.records import DeadLetterTopic, SourceRecord, dead_le
 from pipeline_defs.lib.ingest.guard import RejectedRecord, guarded
 from pipeline_defs.lib.kafka.ranges import OffsetRange
 from pipeline_defs.lib.kafka.records import OutRecord
+from pipeline_defs.lib.settings import StreamSettings
 from pipeline_defs.lib.validation.timestamps import from_epoch_ms
 
 PARTITION_COLUMN = "ingestion_date"
@@ -148,6 +149,10 @@ class RecordSink(ABC, Generic[Item]):
     def dead_letter_topic(self) -> Optional[DeadLetterTopic]:
         """Where rejected records go; ``None`` for a sink that keeps them as rows itself."""
         return None
+
+    def micro_batch_wait_s(self, stream: StreamSettings) -> float:
+        """How long a streaming micro-batch for this sink gathers records before its commit."""
+        return stream.batch_max_wait_s
 
     def rows_for(self, messages: Sequence[Message], context: BatchContext) -> pa.Table:
         prepared: list[tuple[Message, Item]] = []

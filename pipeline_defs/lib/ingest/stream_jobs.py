@@ -23,8 +23,9 @@ from pipeline_defs.lib.kafka.ranges import encode_ranges
 from pipeline_defs.lib.settings import IngestConfigResource
 
 STREAM_TAG = "kafka/stream"  # on streaming runs: the asset whose feed they consume
-# How soon a stopped or failed streaming run is replaced (the batch sensor covers the gap).
-KEEP_ALIVE_INTERVAL_S = 29
+# How soon a stopped or failed streaming run is replaced (the batch sensor covers the gap, so a
+# minute costs no latency); every tick builds the sensor's resources, a cost the idle pipeline pays.
+KEEP_ALIVE_INTERVAL_S = 59
 
 RunResult = dg.MaterializeResult | dg.AssetCheckResult
 

@@ -16,6 +16,7 @@ from pipeline_defs.lib.dlq.records import SourceRecord, dead_letter_record
 from pipeline_defs.lib.ingest.failures import TaskFailure
 from pipeline_defs.lib.ingest.sink import PARTITION_COLUMN, BatchContext, RecordSink
 from pipeline_defs.lib.kafka.records import OutRecord
+from pipeline_defs.lib.settings import StreamSettings
 from pipeline_defs.lib.validation.fields import UtcDatetime, parsed
 
 
@@ -159,6 +160,9 @@ class TaskSink(RecordSink[TaskT]):
 
     def finish(self, items: Sequence[tuple[Message, TaskT]], context: BatchContext) -> pa.Table:
         return self.process([(task, SourceRecord.of(message)) for message, task in items], context)
+
+    def micro_batch_wait_s(self, stream: StreamSettings) -> float:
+        return stream.task_batch_max_wait_s
 
     @property
     @abstractmethod

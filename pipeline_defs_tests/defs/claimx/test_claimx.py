@@ -299,11 +299,11 @@ def test_two_overlapping_enrichment_runs_merging_into_the_same_tables_both_succe
     together = threading.Barrier(2)
     first_merge_done: set[int] = set()
 
-    def merge_together(lake_, table, rows_, run_id):  # both runs' first merges read one snapshot
+    def merge_together(delta, table, rows_, run_id):  # both runs' first merges read one snapshot
         if rows_ and threading.get_ident() not in first_merge_done:
             first_merge_done.add(threading.get_ident())
             together.wait(30)
-        return merge_entities(lake_, table, rows_, run_id)
+        return merge_entities(delta, table, rows_, run_id)
 
     monkeypatch.setattr(enrichment_module, "merge_entities", merge_together)
 

@@ -24,17 +24,12 @@ from pipeline_defs_tests.support.kafka import (
     produce_events,
     produce_raw,
     sample_events,
+    streaming,
     table_rows,
     tick,
     with_ingest,
 )
 from pipeline_sim.events import MALFORMED_MESSAGES
-
-STREAM = {"report_interval_s": 1.0, "batch_max_wait_s": 0.2, "gate_poll_s": 1.0}
-
-
-def streaming(resources: dict, max_run_s: float) -> dict:
-    return with_ingest(resources, stream={**STREAM, "max_run_s": max_run_s})
 
 
 def run_stream(resources: dict, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
@@ -119,7 +114,7 @@ def test_an_interrupt_ends_the_run_after_the_micro_batch_in_hand_is_committed(re
 
     feeder = threading.Thread(target=trickle_then_interrupt)
     feeder.start()
-    result = run_stream(with_ingest(resources, stream={**STREAM, "report_interval_s": 600, "max_run_s": 900}), instance)
+    result = run_stream(streaming(resources, max_run_s=900, report_interval_s=600), instance)
     feeder.join(120)
 
     # Interrupted (a terminate from the UI makes that "canceled"; a bare signal, as here, "failed").
