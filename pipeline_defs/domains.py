@@ -9,6 +9,7 @@ from typing import Any
 
 from pipeline_defs.defs import claimx, xact
 from pipeline_defs.defs.dlq import dlq_domain
+from pipeline_defs.defs.eventhouse import eventhouse_domain
 from pipeline_defs.defs.health import health_domain
 from pipeline_defs.defs.maintenance import maintenance_domain
 from pipeline_defs.lib.dlq.views import DlqViewSpec
@@ -24,6 +25,7 @@ DLQ_DOMAIN = dlq_domain(DATA_DOMAINS)
 DOMAINS: tuple[Domain, ...] = (
     *DATA_DOMAINS,
     DLQ_DOMAIN,
+    eventhouse_domain(DATA_DOMAINS),
     health_domain((*DATA_DOMAINS, DLQ_DOMAIN)),
     maintenance_domain((*DATA_DOMAINS, DLQ_DOMAIN)),
 )

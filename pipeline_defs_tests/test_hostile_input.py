@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from typing import Any, Optional
 from urllib.parse import quote
 
-import dagster as dg
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
@@ -42,7 +41,7 @@ from pipeline_defs.defs.xact.sensors import (
 from pipeline_defs.lib.attachments.downloader import AttachmentHttpResource
 from pipeline_defs.lib.dlq.records import CLAIM_CHECK_HEADER, error_headers
 from pipeline_defs.lib.settings import DownloadSettings
-from pipeline_defs_tests.support.kafka import execute, location, streaming, table_rows, tick
+from pipeline_defs_tests.support.kafka import location, run_all, streaming, table_rows
 from pipeline_sim.attachment_host import AttachmentHost
 from pipeline_sim.claimx_events import ClaimXEventSource
 from pipeline_sim.events import encode, xact_event
@@ -344,22 +343,6 @@ def produce_interleaved(
         send(Record("good", good(), "row"), partition)
     assert not errors, errors
     return placed
-
-
-def run_all(sensor, asset, resources, instance) -> list[dg.ExecuteInProcessResult]:
-    """Ticks until the sensor plans nothing more; every run must succeed."""
-    results: list[dg.ExecuteInProcessResult] = []
-    cursor = None
-    for _ in range(20):
-        data = tick(sensor, instance, resources, cursor)
-        cursor = data.cursor or cursor
-        if not data.run_requests:
-            return results
-        for request in data.run_requests:
-            result = execute(asset, request, resources, instance)
-            assert result.success, f"{asset.key.to_user_string()} run failed on hostile input"
-            results.append(result)
-    raise AssertionError("the sensor kept planning")
 
 
 def dead_letters(consume_all, topic: str) -> dict[tuple[int, int], dict[str, Any]]:

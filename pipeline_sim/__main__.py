@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import random
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from pipeline_sim.claimx_api import ClaimXApiDouble
 from pipeline_sim.claimx_events import MALFORMED_CLAIMX_MESSAGES, ClaimXEventSource
 from pipeline_sim.claimx_world import ClaimXWorld
 from pipeline_sim.events import MALFORMED_MESSAGES, encode, with_failing_attachments, xact_event
+from pipeline_sim.kusto import main as kusto_main
 
 log = logging.getLogger("pipeline_sim")
 
@@ -120,6 +122,9 @@ async def produce_forever(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["kusto"]:  # python -m pipeline_sim kusto --port 8768: the Kusto double alone
+        kusto_main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(
         prog="pipeline-sim", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

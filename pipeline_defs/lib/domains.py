@@ -1,5 +1,6 @@
 """What a domain registers: its definitions, its settings section, the resources of the
-external systems it talks to, its topics, its Kafka feeds and its DLQ views.
+external systems it talks to, its topics, its Kafka feeds, its DLQ views and the Eventhouse
+(Kusto) tables its source topics are polled from.
 
 The code location (``pipeline_defs.domains``) lists the domains; the definitions, the
 settings model, the DLQ views, the stream health checks, ``pipeline-topics create`` and the
@@ -16,6 +17,7 @@ import dagster as dg
 
 from pipeline_defs.lib.dlq.views import DlqViewSpec
 from pipeline_defs.lib.ingest.feeds import KafkaFeed
+from pipeline_defs.lib.kusto.poller import EventhouseSource
 from pipeline_defs.lib.settings import CoreSettings
 
 
@@ -46,3 +48,4 @@ class Domain:
     topics: Callable[[CoreSettings], DomainTopics] = _no_topics
     feeds: Sequence[KafkaFeed] = ()
     dlq_views: Sequence[DlqViewSpec] = ()
+    eventhouse_sources: Sequence[EventhouseSource] = ()  # Kusto tables polled into its source topics

@@ -89,3 +89,19 @@ def metadata_of(result: dg.ExecuteInProcessResult) -> dict:
     """Plain values of the (single) materialization's metadata."""
     (event,) = result.get_asset_materialization_events()
     return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def run_all(sensor, asset, resources, instance) -> list[dg.ExecuteInProcessResult]:
+    """Ticks until the sensor plans nothing more; every run must succeed."""
+    results: list[dg.ExecuteInProcessResult] = []
+    cursor = None
+    for _ in range(20):
+        data = tick(sensor, instance, resources, cursor)
+        cursor = data.cursor or cursor
+        if not data.run_requests:
+            return results
+        for request in data.run_requests:
+            result = execute(asset, request, resources, instance)
+            assert result.success, f"{asset.key.to_user_string()} run failed"
+            results.append(result)
+    raise AssertionError("the sensor kept planning")

@@ -9,7 +9,7 @@ import dagster as dg
 
 from pipeline_defs.defs.claimx.api import ClaimXApiResource
 from pipeline_defs.defs.claimx.assets import claimx_attachments, claimx_entities, claimx_events
-from pipeline_defs.defs.claimx.feeds import CLAIMX_FEEDS
+from pipeline_defs.defs.claimx.feeds import CLAIMX_EVENTS_FEED, CLAIMX_FEEDS
 from pipeline_defs.defs.claimx.models import ClaimXDownloadTask, ClaimXEnrichmentTask
 from pipeline_defs.defs.claimx.sensors import (
     claimx_attachments_job,
@@ -31,6 +31,7 @@ from pipeline_defs.defs.claimx.settings import ClaimXSettings, ClaimXTopicsResou
 from pipeline_defs.lib.attachments.downloader import AttachmentHttpResource
 from pipeline_defs.lib.dlq.kinds import record_dlq, task_dlq
 from pipeline_defs.lib.domains import Domain, DomainTopics
+from pipeline_defs.lib.kusto.poller import EventhouseSource
 from pipeline_defs.lib.resources import secret
 from pipeline_defs.lib.settings import CoreSettings, section
 
@@ -99,6 +100,11 @@ DOMAIN = Domain(
             lambda r: r.claimx_topics.topics.downloads_pending,
             ClaimXDownloadTask,
             "claimx_topics",
+        ),
+    ),
+    eventhouse_sources=(
+        EventhouseSource(
+            CLAIMX_EVENTS_FEED, "ClaimXEvents", "event_id", "event_ingested_at", lambda r: r.claimx_topics.topics.events_dlq
         ),
     ),
 )

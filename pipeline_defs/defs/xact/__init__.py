@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 
 from pipeline_defs.defs.xact.assets import xact_attachments, xact_events
-from pipeline_defs.defs.xact.feeds import XACT_FEEDS
+from pipeline_defs.defs.xact.feeds import XACT_EVENTS_FEED, XACT_FEEDS
 from pipeline_defs.defs.xact.models import XactDownloadTask
 from pipeline_defs.defs.xact.sensors import (
     xact_attachments_job,
@@ -25,6 +25,7 @@ from pipeline_defs.defs.xact.settings import XactSettings, XactTopicsResource
 from pipeline_defs.lib.attachments.downloader import AttachmentHttpResource
 from pipeline_defs.lib.dlq.kinds import record_dlq, task_dlq
 from pipeline_defs.lib.domains import Domain, DomainTopics
+from pipeline_defs.lib.kusto.poller import EventhouseSource
 from pipeline_defs.lib.settings import CoreSettings, section
 
 
@@ -74,6 +75,11 @@ DOMAIN = Domain(
             lambda r: r.xact_topics.topics.downloads_pending,
             XactDownloadTask,
             "xact_topics",
+        ),
+    ),
+    eventhouse_sources=(
+        EventhouseSource(
+            XACT_EVENTS_FEED, "XactEvents", "trace_id", "event_timestamp", lambda r: r.xact_topics.topics.events_dlq
         ),
     ),
 )
