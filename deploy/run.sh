@@ -2,9 +2,29 @@
 # The main job, one command: install, start Kafka/Azurite/PostgreSQL, start the sample-event
 # simulator, then `dagster dev` on http://127.0.0.1:${DAGSTER_PORT:-3000}.
 # Ctrl-C stops Dagster and the simulator; `bash deploy/stack.sh down` stops the stack.
+#
+#   --source kafka       (default) the simulator produces to the source topics on the local broker
+#   --source eventhouse  the simulator fills a Kusto double's tables; the Eventhouse poller's
+#                        sensors poll them into the source topics
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+SOURCE=${SOURCE:-kafka}
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --source) SOURCE=$2; shift 2 ;;
+    --source=*) SOURCE=${1#--source=}; shift ;;
+    *) echo "usage: deploy/run.sh [--source kafka|eventhouse]" >&2; exit 2 ;;
+  esac
+done
+case $SOURCE in
+  kafka) ;;
+  eventhouse)
+    export PIPELINE_EVENTHOUSE__ENABLED=true
+    export PIPELINE_EVENTHOUSE__KUSTO__CLUSTER_URL=http://127.0.0.1:${KUSTO_PORT:-8768}
+    ;;
+  *) echo "[run] unknown source '$SOURCE': kafka or eventhouse" >&2; exit 2 ;;
+esac
 bash deploy/stack.sh install
 bash deploy/stack.sh up
 # shellcheck disable=SC1091
@@ -20,9 +40,10 @@ export PIPELINE_STORAGE__LAKE_ROOT=${PIPELINE_STORAGE__LAKE_ROOT:-$STACK_DIR/lak
 export CLAIMX_API_TOKEN=${CLAIMX_API_TOKEN:-local-development-token}
 .venv/bin/pipeline-topics create >/dev/null  # the retry topics of this config
 
-.venv/bin/python -m pipeline_sim --rate "${SIM_RATE:-20}" --claimx-rate "${SIM_CLAIMX_RATE:-5}" >"$STACK_DIR/simulator.log" 2>&1 &
+.venv/bin/python -m pipeline_sim --rate "${SIM_RATE:-20}" --claimx-rate "${SIM_CLAIMX_RATE:-5}" \
+  --source "$SOURCE" --kusto-port "${KUSTO_PORT:-8768}" >"$STACK_DIR/simulator.log" 2>&1 &
 SIM_PID=$!
 trap 'kill $SIM_PID 2>/dev/null || true' EXIT
-echo "[run] simulator producing ${SIM_RATE:-20} XACT and ${SIM_CLAIMX_RATE:-5} ClaimX events/s (log: $STACK_DIR/simulator.log)"
+echo "[run] simulator sending ${SIM_RATE:-20} XACT and ${SIM_CLAIMX_RATE:-5} ClaimX events/s into $SOURCE (log: $STACK_DIR/simulator.log)"
 echo "[run] Delta tables under $PIPELINE_STORAGE__LAKE_ROOT; attachments in Azurite container 'files'"
 .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}"

@@ -6,6 +6,8 @@ what the pipeline fetches from hosts on 127.0.0.1: the XACT attachment host (a f
 the way real hosts fail: 404, a 503 once, an HTML page instead of a PDF), the ClaimX API double
 (``--claimx-api-port``) and the ClaimX media host its presigned links point at. A few ClaimX
 events name a project the API does not know (404), so the enrichment DLQ has something to show.
+With ``--source eventhouse`` the events go into the tables of a Kusto double (``--kusto-port``)
+that the Eventhouse poller reads, instead of the source topics.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Producer
 
 from pipeline_defs.defs.claimx.settings import ClaimXSettings
+from pipeline_defs.defs.eventhouse.settings import EventhouseSettings
 from pipeline_defs.defs.xact.settings import XactSettings
 from pipeline_defs.domains import PipelineSettings
 from pipeline_defs.lib.resources import kafka_resource
@@ -33,6 +36,8 @@ from pipeline_sim.claimx_api import ClaimXApiDouble
 from pipeline_sim.claimx_events import MALFORMED_CLAIMX_MESSAGES, ClaimXEventSource
 from pipeline_sim.claimx_world import ClaimXWorld
 from pipeline_sim.events import MALFORMED_MESSAGES, encode, with_failing_attachments, xact_event
+from pipeline_sim.http_server import LocalHttpServer
+from pipeline_sim.kusto import KustoDouble
 from pipeline_sim.kusto import main as kusto_main
 
 log = logging.getLogger("pipeline_sim")
@@ -51,22 +56,57 @@ class Stream:
     counts: Counter = field(default_factory=Counter)
 
 
-def produce_second(producer: Producer, stream: Stream, rng: random.Random, args: argparse.Namespace) -> None:
+class KafkaOut:
+    """Events produced to the source topics (Kafka, or Event Hub's Kafka endpoint)."""
+
+    def __init__(self, producer: Producer):
+        self.producer = producer
+
+    def event(self, stream: Stream, event: dict) -> None:
+        self.producer.produce(stream.topic, value=encode(event), key=stream.key_of(event))
+        self.producer.poll(0)
+
+    def malformed(self, stream: Stream, value: bytes) -> None:
+        self.producer.produce(stream.topic, value=value, key=b"malformed")
+
+    def flush(self) -> None:
+        self.producer.flush(10)
+
+
+class KustoOut:
+    """Events ingested into the Kusto double's tables, one extent per table and second (the way
+    queued ingestion batches them); a malformed message becomes a row without an id."""
+
+    def __init__(self, double: KustoDouble, tables: dict[str, str]):
+        self.double, self.tables = double, tables
+        self.pending: dict[str, list[dict]] = {}
+
+    def event(self, stream: Stream, event: dict) -> None:
+        self.pending.setdefault(self.tables[stream.topic], []).append(event)
+
+    def malformed(self, stream: Stream, value: bytes) -> None:
+        self.event(stream, {"event_type": "unparseable", "raw": value.decode("utf-8", "replace")})
+
+    def flush(self) -> None:
+        for table, rows in self.pending.items():
+            self.double.ingest(table, rows)
+        self.pending = {}
+
+
+def produce_second(out: KafkaOut | KustoOut, stream: Stream, rng: random.Random, args: argparse.Namespace) -> None:
     for _ in range(stream.rate):
         roll = rng.random()
         if roll < args.malformed_ratio:
-            producer.produce(stream.topic, value=rng.choice(stream.malformed), key=b"malformed")
+            out.malformed(stream, rng.choice(stream.malformed))
             stream.counts["malformed"] += 1
         elif roll < args.malformed_ratio + args.duplicate_ratio and stream.recent:
-            event = rng.choice(stream.recent)
-            producer.produce(stream.topic, value=encode(event), key=stream.key_of(event))
+            out.event(stream, rng.choice(stream.recent))
             stream.counts["duplicates"] += 1
         else:
             event = stream.make()
             stream.recent = ([*stream.recent, event])[-1_000:]
-            producer.produce(stream.topic, value=encode(event), key=stream.key_of(event))
+            out.event(stream, event)
         stream.counts["sent"] += 1
-        producer.poll(0)
 
 
 async def produce_forever(args: argparse.Namespace) -> None:
@@ -103,22 +143,37 @@ async def produce_forever(args: argparse.Namespace) -> None:
             MALFORMED_CLAIMX_MESSAGES,
         ),
     ]
-    producer = kafka_resource(settings.source_kafka).producer()
-    log.info(f"XACT {args.rate}/s and ClaimX {args.claimx_rate}/s; attachments {host.base_url}, ClaimX API {api.base_url}")
+    servers: list[LocalHttpServer] = [host, media, api]
+    if args.source == "eventhouse":
+        eventhouse = section(settings, "eventhouse", EventhouseSettings)
+        tables = {xact_settings.topics.events: "XactEvents", claimx_settings.topics.events: "ClaimXEvents"}
+        tables = {
+            topic: eventhouse.tables.get(asset, tables[topic]) for topic, asset in zip(tables, ("xact_events", "claimx_events"))
+        }
+        double = KustoDouble(port=args.kusto_port, tables=tables.values(), retention_s=6 * 3600)
+        await double.start()
+        servers.append(double)
+        out: KafkaOut | KustoOut = KustoOut(double, tables)
+    else:
+        out = KafkaOut(kafka_resource(settings.source_kafka).producer())
+    log.info(
+        f"XACT {args.rate}/s and ClaimX {args.claimx_rate}/s into {args.source}; "
+        f"attachments {host.base_url}, ClaimX API {api.base_url}"
+    )
     started = time.monotonic()
     try:
         while args.count is None or streams[0].counts["sent"] < args.count:
             second = time.monotonic()
             for stream in streams:
-                produce_second(producer, stream, rng, args)
-            producer.flush(10)
+                produce_second(out, stream, rng, args)
+            out.flush()
             if int(second - started) % 10 == 0:
                 log.info(" ".join(f"{s.topic}: {dict(s.counts)}" for s in streams) + f" after {second - started:.0f}s")
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - second)))
     finally:
-        producer.flush(10)
-        for server in (host, media, api):
-            await server.stop()
+        out.flush()
+        for running in servers:
+            await running.stop()
 
 
 def main() -> None:
@@ -145,6 +200,14 @@ def main() -> None:
     parser.add_argument("--media-host-name", default="media.claimx.sim.test")
     parser.add_argument("--unknown-project-ratio", type=float, default=0.05, help="new ClaimX projects the API 404s")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--source",
+        choices=["kafka", "eventhouse"],
+        default="kafka",
+        help="where events go: the source topics (kafka; Event Hub is Kafka too), or the tables of a Kusto double "
+        "the Eventhouse poller reads (eventhouse)",
+    )
+    parser.add_argument("--kusto-port", type=int, default=8768, help="the Kusto double's port (--source eventhouse)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     asyncio.run(produce_forever(args))

@@ -1,6 +1,8 @@
 """The README run command's simulator, as a process against the test broker."""
 
+import argparse
 import os
+import random
 import subprocess
 import sys
 from collections import Counter
@@ -13,6 +15,9 @@ from pipeline_defs.defs.claimx.models import ClaimXEvent
 from pipeline_defs.defs.xact.models import XactEvent
 from pipeline_defs.lib.dlq.records import RejectedRecord
 from pipeline_defs.lib.validation.fields import parsed
+from pipeline_sim.__main__ import KustoOut, Stream, produce_second
+from pipeline_sim.events import xact_event
+from pipeline_sim.kusto import KustoDouble
 
 XACT_COUNT = 200
 
@@ -50,3 +55,15 @@ def _valid(model: type[Model], value: bytes) -> Optional[Model]:
         return parsed(model, value)
     except RejectedRecord:
         return None
+
+
+def test_with_the_eventhouse_as_source_events_become_rows_of_the_kusto_double():
+    double = KustoDouble(tables=["XactEvents"])
+    out = KustoOut(double, {"events.raw": "XactEvents"})
+    rng = random.Random(3)
+    stream = Stream("events.raw", 50, lambda: xact_event(rng, "https://attachments.sim.test"), lambda e: b"", [b"\xff{"])
+    args = argparse.Namespace(malformed_ratio=0.1, duplicate_ratio=0.1)
+    produce_second(out, stream, rng, args)
+    out.flush()  # one extent per table and second
+    assert double.stats()["rows"] == {"XactEvents": 50}
+    assert stream.counts["malformed"] > 0 and stream.counts["duplicates"] > 0
