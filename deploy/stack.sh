@@ -3,19 +3,30 @@
 # Central, run with Java 17), Azurite (npm) and PostgreSQL (Debian), all on 127.0.0.1.
 #
 #   deploy/stack.sh install   # Python venv (uv.lock), Kafka jars, Azurite; Debian packages if missing
-#   deploy/stack.sh up [kafka|azurite|postgres]...    # start (all by default), wait until healthy,
-#                                                     # create topics
-#   deploy/stack.sh down [kafka|azurite|postgres]...  # stop (all by default)
+#   deploy/stack.sh up [kafka|azurite|postgres|eventhub]...    # start (the first three by default),
+#                                                              # wait until healthy, create topics
+#   deploy/stack.sh down [kafka|azurite|postgres|eventhub]...  # stop (all by default)
 #   deploy/stack.sh status
 #
+# `eventhub` is an Azure Event Hub stand-in, started only when named: a second single-node
+# KRaft cluster whose only client listener is SASL_SSL + OAUTHBEARER (Kafka's unsecured JWS
+# validator: `alg: none` tokens whose `exp` and `scope` it checks), with a test CA of its own
+# ($STACK_DIR/eventhub/tls/ca.pem) and re-authentication every minute at the latest.
+#
 # STACK_DIR (default .stack) holds data, logs, pids and an `env` file to source. Ports come
-# from KAFKA_PORT, AZURITE_PORT and PG_PORT, so a test stack can run beside a dev stack.
+# from KAFKA_PORT, AZURITE_PORT and PG_PORT, so a test stack can run beside a dev stack; the
+# Event Hub stand-in takes the two ports after Kafka's (KAFKA_PORT + 2 and + 3: 9094/9095,
+# 19094/19095, 29094/29095 for the dev, test and bench stacks).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STACK_DIR=$(mkdir -p "${STACK_DIR:-$ROOT/.stack}" && cd "${STACK_DIR:-$ROOT/.stack}" && pwd)
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
+EVENTHUB_PORT=${EVENTHUB_PORT:-$((KAFKA_PORT + 2))}  # SASL_SSL, OAUTHBEARER
+EVENTHUB_CONTROLLER_PORT=${EVENTHUB_CONTROLLER_PORT:-$((KAFKA_PORT + 3))}
+# The scope every token must carry (as azure-identity's scope for an Event Hubs namespace).
+EVENTHUB_SCOPE=${EVENTHUB_SCOPE:-https://local-eventhub.servicebus.windows.net/.default}
 AZURITE_PORT=${AZURITE_PORT:-10000}
 PG_PORT=${PG_PORT:-15432}  # below the ephemeral range (32768+), where a busy client could hold it
 # PgBouncer in front of PostgreSQL for Dagster's storage: dagster-postgres opens a connection per
@@ -148,6 +159,118 @@ EOF
   echo $! >"$dir/pid"
 }
 
+eventhub_healthy() {
+  running "$STACK_DIR/eventhub/pid" || die "Event Hub stand-in exited; see $STACK_DIR/eventhub/broker.out and server.log"
+  # As for Kafka, over SASL_SSL with a short-lived unsecured token, verifying the broker's
+  # certificate against the stack's CA.
+  "$PY" - "$EVENTHUB_PORT" "$STACK_DIR/eventhub/tls/ca.pem" "$EVENTHUB_SCOPE" <<'EOF'
+import base64, json, sys, time
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+port, ca, scope = sys.argv[1:]
+def part(d):
+    return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+def token(_config):
+    now = int(time.time())
+    claims = {"sub": "stack-healthcheck", "iat": now, "exp": now + 60, "scope": scope}
+    return f"{part({'alg': 'none'})}.{part(claims)}.", now + 60
+config = {
+    "bootstrap.servers": f"127.0.0.1:{port}",
+    "security.protocol": "SASL_SSL",
+    "sasl.mechanisms": "OAUTHBEARER",
+    "ssl.ca.location": ca,
+    "oauth_cb": token,
+}
+admin = AdminClient(config)
+admin.poll(0)  # the first token is asked for from poll()
+if not admin.list_topics(timeout=3).brokers:
+    sys.exit(1)
+probe = Consumer({**config, "group.id": "stack-healthcheck"})
+try:
+    probe.poll(0)
+    probe.committed([TopicPartition("stack-healthcheck", 0)], timeout=5)
+finally:
+    probe.close()
+EOF
+}
+
+eventhub_tls() { # a test CA and the broker's certificate (127.0.0.1, localhost) signed by it
+  local tls=$1
+  [[ -f $tls/broker.keystore.pem && -f $tls/ca.pem ]] &&
+    openssl x509 -checkend 86400 -noout -in "$tls/broker.pem" >/dev/null 2>&1 && return
+  log "creating the Event Hub stand-in's test CA and broker certificate in $tls"
+  rm -rf "$tls" && mkdir -p "$tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=pipeline local test CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$tls/broker.key" -out "$tls/broker.csr" 2>/dev/null
+  printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+    "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >"$tls/broker.ext"
+  openssl x509 -req -days 825 -in "$tls/broker.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+    -CAcreateserial -extfile "$tls/broker.ext" -out "$tls/broker.pem" 2>/dev/null
+  # Kafka's PEM key store: the (unencrypted PKCS#8) key and the certificate chain in one file.
+  cat "$tls/broker.key" "$tls/broker.pem" "$tls/ca.pem" >"$tls/broker.keystore.pem"
+  chmod 600 "$tls"/*.key "$tls/broker.keystore.pem"
+}
+
+start_eventhub() {
+  local dir=$STACK_DIR/eventhub
+  running "$dir/pid" && return
+  mkdir -p "$dir/data"
+  eventhub_tls "$dir/tls"
+  # The broker talks to itself (inter-broker) over the same listener with a token of its own
+  # (unsecuredLogin*); clients' tokens are checked by the unsecured validator (unsecuredValidator*):
+  # `exp` in the future, `scope` holding EVENTHUB_SCOPE. A session lasts until its token
+  # expires or connections.max.reauth.ms, whichever is first; then the client re-authenticates.
+  cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$EVENTHUB_CONTROLLER_PORT
+listeners=SASL_SSL://127.0.0.1:$EVENTHUB_PORT,CONTROLLER://127.0.0.1:$EVENTHUB_CONTROLLER_PORT
+advertised.listeners=SASL_SSL://127.0.0.1:$EVENTHUB_PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=SASL_SSL
+sasl.enabled.mechanisms=OAUTHBEARER
+sasl.mechanism.inter.broker.protocol=OAUTHBEARER
+listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker" unsecuredLoginListClaim_scope=" $EVENTHUB_SCOPE" unsecuredValidatorRequiredScope="$EVENTHUB_SCOPE" unsecuredValidatorAllowableClockSkewMs="1000";
+connections.max.reauth.ms=60000
+ssl.keystore.type=PEM
+ssl.keystore.location=$dir/tls/broker.keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$dir/tls/ca.pem
+ssl.client.auth=none
+log.dirs=$dir/data
+num.partitions=3
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+num.network.threads=1
+num.io.threads=2
+background.threads=2
+num.recovery.threads.per.data.dir=1
+EOF
+  if [[ ! -f $dir/data/meta.properties ]]; then
+    log "formatting the Event Hub stand-in's KRaft storage"
+    java -cp "$KAFKA_LIB/*" kafka.tools.StorageTool format \
+      -t "$(java -cp "$KAFKA_LIB/*" kafka.tools.StorageTool random-uuid 2>/dev/null)" \
+      -c "$dir/server.properties" >"$dir/format.log" 2>&1
+  fi
+  log "starting the Event Hub stand-in (SASL_SSL, OAUTHBEARER) on 127.0.0.1:$EVENTHUB_PORT"
+  # A small heap and a cheap JIT: it carries test traffic only, beside the main broker.
+  nohup java -Xms64m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.properties" \
+    -Dkafka.logs.dir="$dir" \
+    -cp "$KAFKA_LIB/*" kafka.Kafka "$dir/server.properties" >"$dir/broker.out" 2>&1 </dev/null &
+  echo $! >"$dir/pid"
+}
+
 start_azurite() {
   local dir=$STACK_DIR/azurite
   running "$dir/pid" && return
@@ -249,6 +372,9 @@ export AZURITE_ACCOUNT_KEY='$AZURITE_KEY'
 export PIPELINE_STORAGE__AZURE_ENDPOINT=http://127.0.0.1:$AZURITE_PORT/$AZURITE_ACCOUNT
 export DAGSTER_PG_HOST=127.0.0.1
 export DAGSTER_PG_PORT=$PG_POOL_PORT
+export EVENTHUB_BOOTSTRAP_SERVERS=127.0.0.1:$EVENTHUB_PORT
+export EVENTHUB_CA_LOCATION=$STACK_DIR/eventhub/tls/ca.pem
+export EVENTHUB_SCOPE=$EVENTHUB_SCOPE
 EOF
 }
 
@@ -260,6 +386,7 @@ up() {
   for service in "${services[@]}"; do
     case $service in
       kafka) wait_for "Kafka" 90 kafka_healthy ;;
+      eventhub) wait_for "Event Hub stand-in" 90 eventhub_healthy ;;
       azurite) wait_for "Azurite" 30 azurite_healthy ;;
     esac
   done
@@ -295,10 +422,11 @@ stop_postgres() {
 
 down() {
   local services=("$@")
-  ((${#services[@]})) || services=(kafka azurite postgres)
+  ((${#services[@]})) || services=(kafka azurite postgres eventhub)
   for service in "${services[@]}"; do
     case $service in
       kafka) stop_pid "$STACK_DIR/kafka/pid" Kafka ;;
+      eventhub) stop_pid "$STACK_DIR/eventhub/pid" "the Event Hub stand-in" ;;
       azurite) stop_pid "$STACK_DIR/azurite/pid" Azurite ;;
       postgres) stop_postgres ;;
       *) die "unknown service $service" ;;
@@ -313,6 +441,8 @@ status() {
     echo "postgres: running (127.0.0.1:$PG_PORT)" || echo "postgres: stopped"
   running "$STACK_DIR/postgres/pgbouncer.pid" &&
     echo "pgbouncer: running (127.0.0.1:$PG_POOL_PORT)" || echo "pgbouncer: stopped"
+  running "$STACK_DIR/eventhub/pid" &&
+    echo "eventhub: running (SASL_SSL 127.0.0.1:$EVENTHUB_PORT)" || echo "eventhub: stopped"
 }
 
 case "${1:-}" in
@@ -320,5 +450,5 @@ case "${1:-}" in
   up) shift; up "$@" ;;
   down) shift; down "$@" ;;
   status) status ;;
-  *) echo "usage: $0 install|up|down|status [kafka|azurite|postgres]..." >&2; exit 2 ;;
+  *) echo "usage: $0 install|up|down|status [kafka|azurite|postgres|eventhub]..." >&2; exit 2 ;;
 esac

@@ -6,6 +6,7 @@ from pipeline_defs.domains import DOMAINS
 
 pytest_plugins = [
     "pipeline_defs_tests.support.fixtures",
+    "pipeline_defs_tests.support.eventhub",
     *(
         f"pipeline_defs_tests.support.domains.{domain.name}"
         for domain in DOMAINS

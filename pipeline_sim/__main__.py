@@ -39,6 +39,7 @@ from pipeline_sim.events import MALFORMED_MESSAGES, encode, with_failing_attachm
 from pipeline_sim.http_server import LocalHttpServer
 from pipeline_sim.kusto import KustoDouble
 from pipeline_sim.kusto import main as kusto_main
+from pipeline_sim.tokens import main as token_main
 
 log = logging.getLogger("pipeline_sim")
 
@@ -179,6 +180,9 @@ async def produce_forever(args: argparse.Namespace) -> None:
 def main() -> None:
     if sys.argv[1:2] == ["kusto"]:  # python -m pipeline_sim kusto --port 8768: the Kusto double alone
         kusto_main(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["token"]:  # python -m pipeline_sim token --scope S: a token for the Event Hub stand-in
+        token_main(sys.argv[2:])
         return
     parser = argparse.ArgumentParser(
         prog="pipeline-sim", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Optional
 
-from pipeline_defs.domains import PipelineSettings, pipeline_topics
+from pipeline_defs.domains import DOMAINS, PipelineSettings, build_resources, pipeline_topics
 from pipeline_defs.lib.domains import DomainTopics
 from pipeline_defs.lib.kafka.resource import KafkaResource
 from pipeline_defs.lib.resources import kafka_resource
+from pipeline_defs.lib.settings import CoreSettings
 
 HEADER_ROOM = 64 * 1024
 
@@ -30,13 +32,31 @@ def create_pipeline_topics(kafka: KafkaResource, topics: DomainTopics, partition
     return [*topics.plain, *topics.dead_letters]
 
 
+def source_topics(settings: CoreSettings) -> list[str]:
+    """The topics the domains' feeds read from the source cluster (``source_kafka``)."""
+    resources = SimpleNamespace(**build_resources(settings))
+    feeds = [feed for domain in DOMAINS for feed in domain.feeds if feed.cluster == "source_kafka"]
+    return sorted({topic.name for feed in feeds for topic in feed.topics_of(resources)})
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(
         prog="pipeline-topics", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("command", choices=["create", "list"])
+    parser.add_argument(
+        "--sources",
+        action="store_true",
+        help="the source topics (events.raw, ...) on the source cluster instead: for a local stand-in of Event Hub",
+    )
     args = parser.parse_args(argv)
     settings = PipelineSettings()
+    if args.sources:
+        names = source_topics(settings)
+        if args.command == "create":
+            kafka_resource(settings.source_kafka).create_topics(names, settings.ingest.topic_partitions)
+        print("\n".join(names))
+        return
     topics = pipeline_topics(settings)
     if args.command == "create":
         ingest = settings.ingest

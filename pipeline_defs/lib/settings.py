@@ -37,6 +37,8 @@ class KafkaConnection(dg.Config):
     sasl_username: Optional[str] = None  # "$ConnectionString" for Event Hub with PLAIN
     sasl_password_env: Optional[str] = None  # env var holding the password/connection string
     oauth_scope: Optional[str] = None  # e.g. https://<namespace>.servicebus.windows.net/.default
+    oauth_token_file: Optional[str] = None  # a bearer token in a file (rotated by a sidecar); else azure-identity
+    ssl_ca_location: Optional[str] = None  # CA bundle (PEM) for SSL/SASL_SSL; None: the system's (Event Hubs)
     request_timeout_s: float = 10.0
     # The largest record the cluster's topics accept; None: ask each topic (DescribeConfigs).
     max_message_bytes: Optional[int] = None

@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 AZURITE_ACCOUNT = "devstoreaccount1"
 # Azurite's documented development key: not a secret.
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+# The scope the Event Hub stand-in requires in every token (deploy/stack.sh's EVENTHUB_SCOPE).
+EVENTHUB_SCOPE = "https://local-eventhub.servicebus.windows.net/.default"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,24 @@ class LocalStack:
         return f"127.0.0.1:{self.kafka_port}"
 
     @property
+    def eventhub_port(self) -> int:
+        """The Event Hub stand-in's SASL_SSL listener (its controller is on the next port)."""
+        return self.kafka_port + 2
+
+    @property
+    def eventhub_bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.eventhub_port}"
+
+    @property
+    def eventhub_ca_path(self) -> Path:
+        """The test CA that signed the stand-in's certificate."""
+        return self.directory / "eventhub" / "tls" / "ca.pem"
+
+    @property
+    def eventhub_scope(self) -> str:
+        return EVENTHUB_SCOPE
+
+    @property
     def azurite_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.azurite_port}/{AZURITE_ACCOUNT}"
 
@@ -63,6 +83,9 @@ class LocalStack:
             "AZURITE_PORT": str(self.azurite_port),
             "PG_PORT": str(self.pg_port),
             "PG_POOL_PORT": str(self.pg_pool_port),
+            "EVENTHUB_PORT": str(self.eventhub_port),
+            "EVENTHUB_CONTROLLER_PORT": str(self.eventhub_port + 1),
+            "EVENTHUB_SCOPE": EVENTHUB_SCOPE,
         }
         subprocess.run(
             ["bash", str(ROOT / "deploy" / "stack.sh"), *args], env={**os.environ, **env}, check=True, stdin=subprocess.DEVNULL

@@ -169,6 +169,7 @@ class Streamer:
         wanted, until = self.settings.batch_max_events, time.monotonic() + self._wait_s
         batch: list[Message] = []
         while len(batch) < wanted and not stop.requested:
+            self.source.raise_if_refused()
             left = until - time.monotonic()
             if left <= 0:
                 break

@@ -36,6 +36,8 @@ class KafkaClients(Protocol):
 
     def cached_max_bytes(self) -> dict[str, int]: ...
 
+    def raise_if_refused(self) -> None: ...
+
 
 def result_of(future: Any, timeout_s: float, what: str) -> Any:
     try:

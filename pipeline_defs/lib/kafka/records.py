@@ -61,6 +61,7 @@ class KafkaRecords:
             consumer.assign([TopicPartition(t, p, r.start) for (t, p), r in pending.items()])
             batch: list[Message] = []
             while pending:
+                self.raise_if_refused()
                 if time.monotonic() > deadline:
                     raise KafkaUnavailableError(f"timed out after {timeout_s}s reading {sorted(pending.values())}")
                 room = min(batch_size - len(batch), 10_000)
@@ -120,6 +121,7 @@ class KafkaRecords:
             count += 1
         unsent = producer.flush(timeout_s)
         if unsent or failures:
+            self.raise_if_refused()
             raise KafkaDeliveryError(f"{unsent} records unsent and {len(failures)} failed for {topic}: {failures[:3]}")
         return count
 

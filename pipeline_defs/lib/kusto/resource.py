@@ -23,8 +23,8 @@ from azure.kusto.data.exceptions import KustoError, KustoNetworkError, KustoServ
 from pydantic import PrivateAttr
 
 from pipeline_defs.lib.attachments.circuit_breaker import CircuitBreakers
+from pipeline_defs.lib.credentials import TokenFileCredential
 from pipeline_defs.lib.ingest.guard import InfrastructureError
-from pipeline_defs.lib.kusto.credentials import TokenFileCredential
 
 RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 

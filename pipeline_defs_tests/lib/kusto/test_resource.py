@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_defs.lib.kusto.credentials import TokenFileCredential, jwt_expiry
+from pipeline_defs.lib.credentials import TokenFileCredential, jwt_expiry
 from pipeline_defs.lib.kusto.polling import kql_datetime, page_query, window_pages
 from pipeline_defs.lib.kusto.resource import KustoConnection, KustoResource, KustoUnavailable
 from pipeline_defs.lib.kusto.windows import PollWindow

@@ -1,5 +1,6 @@
-"""Credentials for Kusto besides azure-identity's: a bearer token kept in a file (the seeds'
-``FileBackedKustoCredential``), which a sidecar or an operator rotates."""
+"""Credentials besides azure-identity's: a bearer token kept in a file (the seeds'
+``FileBackedKustoCredential``), which a sidecar or an operator rotates; for Kusto and for
+OAUTHBEARER Kafka clusters alike."""
 
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ class TokenFileCredential:
         try:
             token = self.path.read_text(encoding="utf-8").strip()
         except OSError as error:
-            raise InfrastructureError(f"Kusto token file {self.path} unreadable: {type(error).__name__}") from None
+            raise InfrastructureError(f"token file {self.path} unreadable: {type(error).__name__}") from None
         if not token:
-            raise InfrastructureError(f"Kusto token file {self.path} is empty")
+            raise InfrastructureError(f"token file {self.path} is empty")
         return AccessToken(token, jwt_expiry(token) or int(time.time()) + UNKNOWN_EXPIRY_S)
 
 
