@@ -301,9 +301,12 @@ start_postgres() {
   log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
   as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start \
     -o "-p $PG_PORT -k $dir -c listen_addresses=127.0.0.1" >/dev/null
-  as_postgres "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc \
-    "SELECT 1 FROM pg_database WHERE datname='dagster'" | grep -q 1 ||
-    as_postgres "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres dagster
+  local db  # Dagster's storage, and the database CDC replicates into
+  for db in dagster cdc; do
+    as_postgres "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc \
+      "SELECT 1 FROM pg_database WHERE datname='$db'" | grep -q 1 ||
+      as_postgres "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$db"
+  done
   start_pgbouncer "$dir"
 }
 

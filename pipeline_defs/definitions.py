@@ -8,10 +8,12 @@ from pipeline_defs.domains import DOMAINS, PipelineSettings, build_resources
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    settings = PipelineSettings()
     return dg.Definitions.merge(
         *(domain.defs for domain in DOMAINS),
+        *(domain.build(settings) for domain in DOMAINS if domain.build),
         dg.Definitions(
-            resources=build_resources(PipelineSettings()),
+            resources=build_resources(settings),
             # Every run is one short step; running it in the run's own process saves a
             # subprocess start per run, which dominates latency at small batch sizes.
             executor=dg.in_process_executor,

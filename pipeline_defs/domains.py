@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline_defs.defs import claimx, xact
+from pipeline_defs.defs import cdc, claimx, xact
 from pipeline_defs.defs.dlq import dlq_domain
 from pipeline_defs.defs.eventhouse import eventhouse_domain
 from pipeline_defs.defs.health import health_domain
@@ -20,6 +20,7 @@ from pipeline_defs.lib.settings import CoreSettings, retry_topic_name, settings_
 DATA_DOMAINS: tuple[Domain, ...] = (
     xact.DOMAIN,
     claimx.DOMAIN,
+    cdc.DOMAIN,
 )
 DLQ_DOMAIN = dlq_domain(DATA_DOMAINS)
 DOMAINS: tuple[Domain, ...] = (

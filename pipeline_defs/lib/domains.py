@@ -49,3 +49,6 @@ class Domain:
     feeds: Sequence[KafkaFeed] = ()
     dlq_views: Sequence[DlqViewSpec] = ()
     eventhouse_sources: Sequence[EventhouseSource] = ()  # Kusto tables polled into its source topics
+    # Definitions that depend on the settings (one asset per table a section lists), built when
+    # the code location loads, never at import.
+    build: Optional[Callable[[CoreSettings], dg.Definitions]] = None

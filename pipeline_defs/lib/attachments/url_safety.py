@@ -175,7 +175,9 @@ def safe_file_name(url_path: str, fallback: str = "attachment") -> str:
     match = _EXTENSION.search(name)
     stem, extension = (name[: match.start()], match.group(1)) if match else (name, "")
     stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
-    stem = re.sub(r"([_.])[_.]+", r"\1", _SAFE_NAME.sub("_", stem)).strip("._-")[-100:].lstrip("._-") or fallback  # no ".." anywhere
+    stem = (
+        re.sub(r"([_.])[_.]+", r"\1", _SAFE_NAME.sub("_", stem)).strip("._-")[-100:].lstrip("._-") or fallback
+    )  # no ".." anywhere
     return f"{stem}.{extension}" if extension else stem
 
 

@@ -1,0 +1,73 @@
+"""The CDC domain: Cassandra tables replicated into PostgreSQL from Debezium change events, one
+asset, job and offset-range sensor per table declared under ``cdc.tables`` (built when the code
+location loads, from the settings), the backfill job, and a view of the validation topic."""
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from pipeline_defs.defs.cdc.assets import asset_name, build_table_asset
+from pipeline_defs.defs.cdc.backfill import cdc_backfill_job
+from pipeline_defs.defs.cdc.settings import CdcConfigResource, CdcSettings
+from pipeline_defs.lib.cdc.model import TableSpec
+from pipeline_defs.lib.dlq.kinds import record_dlq
+from pipeline_defs.lib.domains import Domain, DomainTopics
+from pipeline_defs.lib.ingest.feeds import KafkaFeed, SensorTopic
+from pipeline_defs.lib.ingest.sensors import build_offset_range_sensor
+from pipeline_defs.lib.postgres.resource import postgres_resource
+from pipeline_defs.lib.settings import CoreSettings, section
+
+
+def _settings(settings: CoreSettings) -> CdcSettings:
+    return section(settings, "cdc", CdcSettings)
+
+
+def _resources(settings: CoreSettings) -> Mapping[str, Any]:
+    own = _settings(settings)
+    return {"cdc": CdcConfigResource(settings=own), "cdc_postgres": postgres_resource(own.postgres)}
+
+
+def _topics(settings: CoreSettings) -> DomainTopics:
+    own = _settings(settings)
+    sources = [t.spec().topic for t in own.tables]
+    # The validation topic takes records of every table's topic; it is sized after the first.
+    return DomainTopics(
+        plain=[*sources, own.staleness_topic, *([] if sources else [own.validation_topic])],
+        dead_letters={own.validation_topic: sources[0]} if sources else {},
+    )
+
+
+def table_parts(spec: TableSpec) -> tuple[dg.AssetsDefinition, Any, dg.SensorDefinition]:
+    """A replicated table's asset, job and offset-range sensor."""
+    asset = build_table_asset(spec)
+    job = dg.define_asset_job(f"{asset_name(spec)}_job", selection=[asset])
+    feed = KafkaFeed(asset_name(spec), spec.pg_table, lambda _: [SensorTopic(spec.topic)])
+    sensor = build_offset_range_sensor(
+        name=f"{asset_name(spec)}_sensor",
+        job=job,
+        feed=feed,
+        partitioned=False,
+        description=f"Plans {spec.topic} offset ranges into runs of {asset_name(spec)}",
+    )
+    return asset, job, sensor
+
+
+def table_definitions(spec: TableSpec) -> dg.Definitions:
+    asset, job, sensor = table_parts(spec)
+    return dg.Definitions(assets=[asset], jobs=[job], sensors=[sensor])
+
+
+def _build(settings: CoreSettings) -> dg.Definitions:
+    return dg.Definitions.merge(*(table_definitions(t.spec()) for t in _settings(settings).tables))
+
+
+DOMAIN = Domain(
+    name="cdc",
+    defs=dg.Definitions(jobs=[cdc_backfill_job]),
+    settings=CdcSettings,
+    resources=_resources,
+    topics=_topics,
+    build=_build,
+    dlq_views=(record_dlq("cdc_validation", lambda r: r.cdc.settings.validation_topic, "cdc", replay_cluster="kafka"),),
+)
