@@ -18,7 +18,7 @@ Queries: only the poller's page query and ``<Table> | count`` (``pipeline_sim.ku
 that was never created or ingested into is a semantic error, as in Kusto. Rows are JSON objects kept
 as ingested; a batch shares one ingestion_time (an extent, .NET ticks of 100 ns) and, with
 ``visible_after_s``, stays invisible that long (ingestion latency: late rows). ``_row`` is the
-stored object plus ``_ticks`` and ``_id`` (real ``pack_all()`` would also list the table's other
+stored object (``pack_all()`` before the paging columns are added) (real ``pack_all()`` would also list the table's other
 columns as nulls). Per table and id column the rows are kept sorted by (ticks, id), so a page is a
 bisect and a short scan. ``retention_s`` (``--retention-s``) drops rows ingested longer ago (else
 they stay: ~1 KB a row). ``queries`` holds the last 10,000 ``ReceivedQuery`` (csl, parameters as

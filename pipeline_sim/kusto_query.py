@@ -7,21 +7,23 @@ The page query, whitespace, line breaks and ``//`` comments free (``sort`` for `
 ``limit`` for ``take`` allowed); the declared parameters may come in any order and carry defaults::
 
     declare query_parameters(window_start:datetime, window_end:datetime, after_ticks:long,
-                             after_id:string, seen_ids:dynamic, page_rows:long);
+                             after_id:string, after_hash:string, seen_ids:dynamic, page_rows:long);
     <Table>
     | where ingestion_time() >= window_start and ingestion_time() < window_end
-    | extend _ticks = tolong(ingestion_time()), _id = tostring(<id column>)
-    | where _ticks > after_ticks or (_ticks == after_ticks and strcmp(_id, after_id) > 0)
+    | extend _row = pack_all()
+    | extend _ticks = tolong(ingestion_time()), _id = tostring(<id column>), _h = hash_sha256(tostring(_row))
+    | where _ticks > after_ticks or (_ticks == after_ticks and (strcmp(_id, after_id) > 0 or (_id == after_id and strcmp(_h, after_hash) > 0)))
     | where not(_id in (seen_ids))
-    | order by _ticks asc, _id asc
+    | order by _ticks asc, _id asc, _h asc
     | take page_rows
-    | project _ticks, _id, _row = pack_all()
+    | project _ticks, _id, _h, _row
 
 Strings compare ordinally (by code point), as ``strcmp`` and ``order by`` do for ASCII ids.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from bisect import bisect_left, bisect_right
@@ -37,10 +39,11 @@ PARAMETER_TYPES = {
     "window_end": "datetime",
     "after_ticks": "long",
     "after_id": "string",
+    "after_hash": "string",
     "seen_ids": "dynamic",
     "page_rows": "long",
 }
-DEFAULTS: dict[str, Any] = {"after_ticks": -1, "after_id": "", "seen_ids": [], "page_rows": 10_000}
+DEFAULTS: dict[str, Any] = {"after_ticks": -1, "after_id": "", "after_hash": "", "seen_ids": [], "page_rows": 10_000}
 TYPE_ALIASES = {"date": "datetime", "int64": "long", "int": "long", "int32": "long"}
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*|\['[^']+'\]|\[\"[^\"]+\"\]"
 _DATETIME = re.compile(
@@ -73,18 +76,21 @@ class PageParameters:
     window_end: Optional[int]
     after_ticks: int
     after_id: str
+    after_hash: str
     seen_ids: frozenset[str]
     page_rows: int
 
 
-PAGE_COLUMNS = [("_ticks", "long"), ("_id", "string"), ("_row", "dynamic")]
-Index = tuple[list[tuple[int, str]], list[tuple[float, str]]]  # sorted (ticks, id) keys; (visible_at, row JSON)
+PAGE_COLUMNS = [("_ticks", "long"), ("_id", "string"), ("_h", "string"), ("_row", "dynamic")]
+Index = tuple[list[tuple[int, str, str]], list[tuple[float, str]]]  # sorted (ticks, id, hash) keys; (visible_at, row JSON)
 
 
 @dataclass
 class Table:
-    """Rows as ingested, and per id column the index pages are read from: sorted by (ticks, id) like
-    the page query's ``order by``, each row's answer (``[_ticks, _id, pack_all()]``) as JSON already."""
+    """Rows as ingested, and per id column the index pages are read from: sorted by (ticks, id, hash)
+    like the page query's ``order by``, each row's answer (``[_ticks, _id, _h, _row]``) as JSON
+    already. The hash (of the row as stored) tells rows apart that share an
+    ingestion time and an id (rows without one, say), so pages never lose them."""
 
     rows: list[tuple[int, float, str]] = field(default_factory=list)  # (ticks, visible_at, row's JSON), as ingested
     indexes: dict[str, Index] = field(default_factory=dict)  # by id column, built on its first query
@@ -100,7 +106,7 @@ class Table:
         """Retention: drop the rows ingested before ``cutoff`` (ticks)."""
         self.rows = [row for row in self.rows if row[0] >= cutoff]
         for keys, entries in self.indexes.values():
-            del entries[: bisect_left(keys, (cutoff, ""))]
+            del entries[: bisect_left(keys, (cutoff, "", ""))]
             del keys[: len(keys) - len(entries)]
 
     def count(self, now: float) -> int:
@@ -114,7 +120,8 @@ class Table:
             self.indexes[query.id_column] = ([], [])
             _merge(self.indexes[query.id_column], self.rows, query.id_column)
         keys, entries = self.indexes[query.id_column]
-        start = max(bisect_left(keys, (page.window_start, "")), bisect_right(keys, (page.after_ticks, page.after_id)))
+        after = (page.after_ticks, page.after_id, page.after_hash)
+        start = max(bisect_left(keys, (page.window_start, "", "")), bisect_right(keys, after))
         rows: list[str] = []
         for i in range(start, len(keys)):
             if keys[i][0] >= page.window_end or len(rows) >= page.page_rows:
@@ -130,7 +137,8 @@ def _merge(index: Index, batch: list[tuple[int, float, str]], column: str) -> No
     for ticks, visible_at, text in batch:
         row = json.loads(text)
         id_ = tostring(row.get(column))
-        new.append(((ticks, id_), (visible_at, json.dumps([ticks, id_, {**row, "_ticks": ticks, "_id": id_}], default=str))))
+        hash_ = hashlib.sha256(tostring(row).encode("utf-8", "surrogatepass")).hexdigest()
+        new.append(((ticks, id_, hash_), (visible_at, json.dumps([ticks, id_, hash_, row], default=str))))
     new.sort(key=itemgetter(0))
     if new and keys and new[0][0] < keys[-1]:  # an extent older than the newest: merge
         new = sorted([*zip(keys, entries), *new], key=itemgetter(0))
@@ -148,12 +156,13 @@ def _normalized(text: str) -> str:
 _BODY = _normalized("""
     {table}
     | where ingestion_time() >= window_start and ingestion_time() < window_end
-    | extend _ticks = tolong(ingestion_time()), _id = tostring({id})
-    | where _ticks > after_ticks or (_ticks == after_ticks and strcmp(_id, after_id) > 0)
+    | extend _row = pack_all()
+    | extend _ticks = tolong(ingestion_time()), _id = tostring({id}), _h = hash_sha256(tostring(_row))
+    | where _ticks > after_ticks or (_ticks == after_ticks and (strcmp(_id, after_id) > 0 or (_id == after_id and strcmp(_h, after_hash) > 0)))
     | where not(_id in (seen_ids))
-    | order by _ticks asc, _id asc
+    | order by _ticks asc, _id asc, _h asc
     | take page_rows
-    | project _ticks, _id, _row = pack_all()
+    | project _ticks, _id, _h, _row
 """)
 _PAGE = re.compile(
     re.escape(_BODY)
@@ -222,7 +231,7 @@ def page_parameters(query: PageQuery, given: dict[str, Any]) -> PageParameters:
         if name in given:
             value = given[name]
             values[name] = parse_literal(value if isinstance(value, str) else json.dumps(value), kusto_type)
-    for name in ("after_ticks", "after_id", "page_rows"):
+    for name in ("after_ticks", "after_id", "after_hash", "page_rows"):
         if values[name] is None:
             values[name] = DEFAULTS[name]
     seen = values["seen_ids"]
@@ -232,6 +241,7 @@ def page_parameters(query: PageQuery, given: dict[str, Any]) -> PageParameters:
         values["window_end"],
         values["after_ticks"],
         values["after_id"],
+        values["after_hash"],
         frozenset(tostring(s) for s in seen),
         values["page_rows"],
     )

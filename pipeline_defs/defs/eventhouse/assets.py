@@ -54,15 +54,17 @@ def build_poll_asset(source: EventhouseSource) -> dg.AssetsDefinition:
         settings: EventhouseSettings = resources.eventhouse.settings
         tag = context.run.tags.get(WINDOW_TAG)
         window = window_of_run(tag, context.partition_key)
+        source_cluster, topic = getattr(resources, feed.cluster), feed.topics_of(resources)[0].name
         poller = WindowPoller(
             kusto=resources.kusto,
             lake=resources.lake,
-            topic=Topic(getattr(resources, feed.cluster), feed.topics_of(resources)[0].name),
+            topic=Topic(source_cluster, topic),
             dead_letters=DeadLetterTopic(resources.kafka, source.dead_letters_of(resources), resources.files),
             source=source,
             kusto_table=settings.tables.get(source.name, source.table),
             settings=settings.poll,
             run_id=context.run.run_id,
+            max_record_bytes=source_cluster.max_message_bytes(topic),
         )
         window_s = settings.poll.window_s if tag else max(settings.poll.window_s, settings.poll.backfill_window_s)
         outcome = poller.poll(window.split(window_s))

@@ -6,6 +6,7 @@ with this job until they agree, then turns one off."""
 
 import json
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,16 +52,20 @@ def build_comparison_job(source: EventhouseSource) -> dg.JobDefinition:
 
         in_kusto, near_kusto = kusto_ids(window), kusto_ids(PollWindow(window.start - margin, window.end + margin))
         topic = feed.topics_of(resources)[0].name
-        by_poller, by_other = _delivered(getattr(resources, feed.cluster), topic, source.id_column, window, margin)
+        delivered = _delivered(getattr(resources, feed.cluster), topic, source.id_column, window, margin)
+        # Each side's ids of the window against the other's within the margin: one event's two
+        # clocks (Event Hub's enqueue time, Kusto's ingestion time) may straddle a window edge.
+        lacking_other = in_kusto - delivered.other_near
+        lacking_eventhouse = delivered.other_inside - near_kusto
         metadata: dict[str, Any] = {
             "in_eventhouse": len(in_kusto),
-            "delivered_by_poller": len(by_poller),
-            "delivered_by_other_source": len(by_other),
-            "missing_from_other_source": len(in_kusto - by_other),
-            "missing_from_eventhouse": len(by_other - near_kusto),
-            "sample_missing_from_other_source": ", ".join(sorted(in_kusto - by_other)[:SAMPLE_IDS]),
-            "sample_missing_from_eventhouse": ", ".join(sorted(by_other - near_kusto)[:SAMPLE_IDS]),
-            "agree": not (in_kusto - by_other) and not (by_other - near_kusto),
+            "delivered_by_poller": len(delivered.poller),
+            "delivered_by_other_source": len(delivered.other_inside),
+            "missing_from_other_source": len(lacking_other),
+            "missing_from_eventhouse": len(lacking_eventhouse),
+            "sample_missing_from_other_source": ", ".join(sorted(lacking_other)[:SAMPLE_IDS]),
+            "sample_missing_from_eventhouse": ", ".join(sorted(lacking_eventhouse)[:SAMPLE_IDS]),
+            "agree": not lacking_other and not lacking_eventhouse,
         }
         context.log_event(dg.AssetObservation(asset_key=poll_asset_name(source), metadata=metadata))
         return dg.Output(None, metadata=metadata)
@@ -72,17 +77,20 @@ def build_comparison_job(source: EventhouseSource) -> dg.JobDefinition:
     return _job
 
 
-def _delivered(
-    kafka: KafkaResource, topic: str, id_column: str, window: PollWindow, margin: timedelta
-) -> tuple[set[str], set[str]]:
-    """Ids the topic received for the window (by record timestamp, within the margin): those
-    the poller sent, and those the other source sent whose timestamp lies in the window."""
+@dataclass
+class Delivered:
+    poller: set[str] = field(default_factory=set)  # the poller's records (their header says so)
+    other_near: set[str] = field(default_factory=set)  # the other source's, within the margin of the window
+    other_inside: set[str] = field(default_factory=set)  # the other source's, stamped inside the window
+
+
+def _delivered(kafka: KafkaResource, topic: str, id_column: str, window: PollWindow, margin: timedelta) -> Delivered:
+    """Ids the topic received around the window (by record timestamp, within the margin)."""
     start_ms = int((window.start - margin).timestamp() * 1000)
     begin = kafka.offsets_for_timestamp(topic, start_ms, 30)
     end = kafka.offsets_for_timestamp(topic, int((window.end + margin).timestamp() * 1000), 30)
     ranges = [OffsetRange(topic, p, begin[p], end[p]) for p in begin]
-    by_poller: set[str] = set()
-    by_other: set[str] = set()
+    delivered = Delivered()
     inside = (int(window.start.timestamp() * 1000), int(window.end.timestamp() * 1000))
     for batch in kafka.read_ranges(ranges, f"source-comparison-{uuid.uuid4().hex}", 10_000, 120):
         for message in batch:
@@ -90,10 +98,12 @@ def _delivered(
             if record_id is None:
                 continue
             if any(header[0] == INGESTION_TIME_HEADER for header in message.headers() or []):
-                by_poller.add(record_id)
-            elif inside[0] <= message.timestamp()[1] < inside[1]:
-                by_other.add(record_id)
-    return by_poller, by_other
+                delivered.poller.add(record_id)
+                continue
+            delivered.other_near.add(record_id)
+            if inside[0] <= message.timestamp()[1] < inside[1]:
+                delivered.other_inside.add(record_id)
+    return delivered
 
 
 def _id_of(value: bytes | None, id_column: str) -> str | None:
@@ -102,4 +112,6 @@ def _id_of(value: bytes | None, id_column: str) -> str | None:
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     found = document.get(id_column) if isinstance(document, dict) else None
+    if isinstance(found, int) and not isinstance(found, bool):  # a numeric id, as Kusto's tostring() writes it
+        return str(found)
     return found if isinstance(found, str) and found else None

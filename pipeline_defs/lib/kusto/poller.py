@@ -16,14 +16,14 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
 from pipeline_defs.lib.delta.resource import DeltaLakeResource
-from pipeline_defs.lib.dlq.records import DeadLetterTopic, SourceRecord, dead_letter_record
+from pipeline_defs.lib.dlq.records import DeadLetterTopic, SourceRecord, dead_letter_record, record_size
 from pipeline_defs.lib.ingest.feeds import KafkaFeed
 from pipeline_defs.lib.ingest.guard import RejectedRecord, guarded
 from pipeline_defs.lib.ingest.sink import PARTITION_COLUMN
@@ -91,6 +91,7 @@ class WindowPoller:
     kusto_table: str
     settings: PollSettings
     run_id: str
+    max_record_bytes: int  # the source topic's max.message.bytes: a larger row is dead-lettered
 
     def poll(self, windows: Sequence[PollWindow]) -> PollOutcome:
         outcome, sent = PollOutcome(), set[str]()
@@ -115,14 +116,15 @@ class WindowPoller:
         records: dict[str, OutRecord] = {}
         letters: list[OutRecord] = []
         for row in rows:
-            if row.id in skip or row.id in records:
+            match_id = row.id.strip()  # the consuming table keeps ids stripped
+            if match_id in skip or match_id in records:
                 outcome.duplicates += 1
                 continue
             built = guarded("eventhouse row", self._record, row)
             if isinstance(built, RejectedRecord):
                 letters.append(self._dead_letter(row, built))
             else:
-                records[row.id] = built
+                records[match_id] = built
         held = self._held(list(records), window)
         for row_id in held:
             del records[row_id]
@@ -132,16 +134,19 @@ class WindowPoller:
         sent.update(records)
 
     def _record(self, row: KustoRow) -> OutRecord:
-        if not row.id:
+        if not row.id.strip():
             raise RejectedRecord("invalid", f"row has no {self.source.id_column}")
         if not isinstance(row.row, dict):
             raise RejectedRecord("malformed", f"row is a {type(row.row).__name__}, not an object")
+        try:
+            key = row.id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RejectedRecord("invalid", f"{self.source.id_column} is not valid Unicode text (a lone surrogate)") from None
         value = json.dumps(row.row, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        return OutRecord(
-            value=value.encode("utf-8", "surrogatepass"),
-            key=row.id.encode("utf-8", "surrogatepass"),
-            headers=[(INGESTION_TIME_HEADER, str(row.ticks).encode())],
-        )
+        record = OutRecord(value.encode("utf-8", "surrogatepass"), key, [(INGESTION_TIME_HEADER, str(row.ticks).encode())])
+        if record_size(record) > self.max_record_bytes:
+            raise RejectedRecord("invalid", f"row of {record_size(record)} bytes exceeds the topic's {self.max_record_bytes}")
+        return record
 
     def _dead_letter(self, row: KustoRow, rejection: RejectedRecord) -> OutRecord:
         try:
@@ -162,8 +167,10 @@ class WindowPoller:
         )
 
     def _days(self, window: PollWindow, overlap: timedelta) -> list[date]:
+        """The days the table may have filed the window's rows under: from the window's day (the
+        stream reads after Kusto ingests) to today (however late the stream or a backfill ran)."""
         first = (window.start - overlap).date()
-        last = window.end.date() + timedelta(days=self.settings.dedup_window_days)
+        last = max(window.end.date() + timedelta(days=self.settings.dedup_window_days), datetime.now(UTC).date())
         return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
     def _known_near(self, window: PollWindow, overlap: timedelta) -> set[str]:

@@ -27,6 +27,7 @@ from pipeline_defs.lib.credentials import TokenFileCredential
 from pipeline_defs.lib.ingest.guard import InfrastructureError
 
 RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+RESULT_TOO_LARGE = "E_QUERY_RESULT_SET_TOO_LARGE"
 
 
 class KustoConnection(dg.Config):
@@ -49,6 +50,10 @@ class KustoConnection(dg.Config):
 class KustoUnavailable(InfrastructureError):
     """Kusto did not answer (throttled, 5xx, unreachable, circuit open) after every attempt,
     or refused the query or the credential."""
+
+
+class KustoResultTooLarge(KustoUnavailable):
+    """The answer passed Kusto's result set limits (E_QUERY_RESULT_SET_TOO_LARGE): ask for less."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,9 @@ class KustoResource(dg.ConfigurableResource):
             except (KustoThrottlingError, KustoNetworkError) as error:
                 last_error = type(error).__name__
             except KustoServiceError as error:
+                if RESULT_TOO_LARGE in str(error):
+                    self.breakers.record_success(conn.cluster_url)  # Kusto answered: it is up
+                    raise KustoResultTooLarge(f"Kusto's answer passed its result set limits ({RESULT_TOO_LARGE})") from None
                 status = _status(error)
                 if status not in RETRIED_STATUSES:
                     self.breakers.record_success(conn.cluster_url)  # Kusto answered: it is up
