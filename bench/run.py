@@ -18,6 +18,7 @@ from typing import Any
 from bench.attachments import concurrency_sweep
 from bench.backlog import backlog
 from bench.claimx import enrichment
+from bench.eventhouse import poller_throughput
 from bench.ingest import ceiling, latency, sustained_ingest
 from bench.memory import peak_for_sizes
 from bench.report import RESULTS, load, save
@@ -50,6 +51,8 @@ BENCHMARKS: dict[str, Callable[[LocalStack], dict[str, Any]]] = {
     "downloads": lambda s: {"download_concurrency": concurrency_sweep(s)},
     "claimx": lambda s: {"claimx_enrichment": enrichment(s, 20_000)},
     "memory": lambda s: {"streaming_memory": peak_for_sizes(s, [64 * 1024, 200 * MIB, 2048 * MIB])},
+    # issue: >= 5,000 events/s from the Kusto double into events.raw; 300k rows a case
+    "eventhouse": lambda s: {"eventhouse_poller": poller_throughput(s, 300_000)},
 }
 
 

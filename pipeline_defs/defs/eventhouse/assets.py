@@ -2,7 +2,7 @@
 without the tag (a backfill from the UI, a Materialize click), every window of its day, into
 the source topic of the asset it feeds."""
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Optional
 
 import dagster as dg
@@ -54,6 +54,9 @@ def build_poll_asset(source: EventhouseSource) -> dg.AssetsDefinition:
         settings: EventhouseSettings = resources.eventhouse.settings
         tag = context.run.tags.get(WINDOW_TAG)
         window = window_of_run(tag, context.partition_key)
+        if tag and window.end > datetime.now(UTC) - timedelta(seconds=settings.poll.lag_s):
+            # Polled now, rows still arriving for it would never be read: the window would close.
+            raise dg.Failure(f"window {tag} ends after now - lag ({settings.poll.lag_s:g} s): too early to poll")
         source_cluster, topic = getattr(resources, feed.cluster), feed.topics_of(resources)[0].name
         poller = WindowPoller(
             kusto=resources.kusto,

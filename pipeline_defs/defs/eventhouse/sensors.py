@@ -40,7 +40,8 @@ def decode_cursor(cursor: str | None, poll: PollSettings, now: datetime) -> tupl
     except (ValueError, KeyError, TypeError, AttributeError):
         if poll.start_from == "now":
             return align(now - timedelta(seconds=poll.lag_s), poll.window_s), {}
-        return datetime.fromisoformat(poll.start_from).astimezone(UTC), {}
+        start = datetime.fromisoformat(poll.start_from)
+        return (start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)), {}  # naive: UTC
 
 
 def run_request(job_name: str, window: PollWindow, attempt: int) -> dg.RunRequest:

@@ -109,15 +109,15 @@ class WindowPoller:
                 outcome.query_s += answer.seconds
                 outcome.query_attempts += answer.attempts
                 outcome.request_ids.append(answer.activity_id or answer.client_request_id)
-                self._send(rows, window, known | sent, sent, outcome)
+                self._send(rows, window, known, sent, outcome)
         return outcome
 
-    def _send(self, rows: Sequence[KustoRow], window: PollWindow, skip: set[str], sent: set[str], outcome: PollOutcome) -> None:
+    def _send(self, rows: Sequence[KustoRow], window: PollWindow, known: set[str], sent: set[str], outcome: PollOutcome) -> None:
         records: dict[str, OutRecord] = {}
         letters: list[OutRecord] = []
         for row in rows:
             match_id = row.id.strip()  # the consuming table keeps ids stripped
-            if match_id in skip or match_id in records:
+            if match_id in known or match_id in sent or match_id in records:
                 outcome.duplicates += 1
                 continue
             built = guarded("eventhouse row", self._record, row)

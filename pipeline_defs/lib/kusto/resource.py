@@ -2,8 +2,9 @@
 
 Each query has a server timeout (which also bounds the client's wait), is retried with
 exponential backoff and jitter when Kusto throttles, answers 5xx or cannot be reached, and
-goes through a circuit breaker, so a dead cluster is not hammered by every window of every
-run. A query Kusto refuses for its own reasons (a semantic error, a missing table, a refused
+goes through a circuit breaker: once it opens, the run's remaining windows and pages fail fast
+instead of each retrying a dead cluster (the breaker lives as long as the run; across runs, the
+poll sensor's stall pause spares Kusto). A query Kusto refuses for its own reasons (a semantic error, a missing table, a refused
 credential) is not retried. Either way the step fails with an ``InfrastructureError``: no
 record is to blame.
 """
@@ -43,7 +44,7 @@ class KustoConnection(dg.Config):
     max_attempts: int = 5
     backoff_s: float = 1.0
     max_backoff_s: float = 30.0
-    circuit_failure_threshold: int = 5
+    circuit_failure_threshold: int = 5  # consecutive failed attempts, across the run's queries
     circuit_reset_s: float = 60.0
 
 
