@@ -52,12 +52,15 @@ cp deploy/dagster/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 export DAGSTER_PG_URL=postgresql+psycopg2://postgres@$DAGSTER_PG_HOST:$DAGSTER_PG_PORT/dagster
 export PIPELINE_CONFIG_FILE=${PIPELINE_CONFIG_FILE:-$ROOT/deploy/config.local.yaml}
 export PIPELINE_STORAGE__LAKE_ROOT=${PIPELINE_STORAGE__LAKE_ROOT:-$STACK_DIR/lake/tables}
+# The stack's cdc database, straight on PostgreSQL (PgBouncer refuses the statement_timeout option)
+export PIPELINE_CDC__POSTGRES__PORT=${PIPELINE_CDC__POSTGRES__PORT:-$((DAGSTER_PG_PORT - 1000))}
+export PIPELINE_CDC__POSTGRES__DBNAME=${PIPELINE_CDC__POSTGRES__DBNAME:-cdc}
 # The ClaimX API double checks this bearer token; a real deployment sets its own.
 export CLAIMX_API_TOKEN=${CLAIMX_API_TOKEN:-local-development-token}
 .venv/bin/pipeline-topics create >/dev/null  # the retry topics of this config
 [[ $SOURCE != eventhub ]] || .venv/bin/pipeline-topics create --sources >/dev/null  # Event Hub's own are made in Azure
 
-.venv/bin/python -m pipeline_sim --rate "${SIM_RATE:-20}" --claimx-rate "${SIM_CLAIMX_RATE:-5}" \
+.venv/bin/python -m pipeline_sim --rate "${SIM_RATE:-20}" --claimx-rate "${SIM_CLAIMX_RATE:-5}" --cdc-rate "${SIM_CDC_RATE:-10}" \
   --source "${SOURCE/eventhub/kafka}" --kusto-port "${KUSTO_PORT:-8768}" >"$STACK_DIR/simulator.log" 2>&1 &
 SIM_PID=$!
 trap 'kill $SIM_PID 2>/dev/null || true' EXIT

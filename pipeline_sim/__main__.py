@@ -7,13 +7,15 @@ the way real hosts fail: 404, a 503 once, an HTML page instead of a PDF), the Cl
 (``--claimx-api-port``) and the ClaimX media host its presigned links point at. A few ClaimX
 events name a project the API does not know (404), so the enrichment DLQ has something to show.
 With ``--source eventhouse`` the events go into the tables of a Kusto double (``--kusto-port``)
-that the Eventhouse poller reads, instead of the source topics.
+that the Eventhouse poller reads, instead of the source topics. ``--cdc-rate`` Debezium change
+events per second of the demo Cassandra tables go to ``cassandra.claims.*``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -32,6 +34,7 @@ from pipeline_defs.domains import PipelineSettings
 from pipeline_defs.lib.resources import kafka_resource
 from pipeline_defs.lib.settings import section
 from pipeline_sim.attachment_host import AttachmentHost
+from pipeline_sim.cdc import DEMO_TABLES, CdcSource
 from pipeline_sim.claimx_api import ClaimXApiDouble
 from pipeline_sim.claimx_events import MALFORMED_CLAIMX_MESSAGES, ClaimXEventSource
 from pipeline_sim.claimx_world import ClaimXWorld
@@ -144,6 +147,8 @@ async def produce_forever(args: argparse.Namespace) -> None:
             MALFORMED_CLAIMX_MESSAGES,
         ),
     ]
+    # Debezium change events of the demo Cassandra tables, on the pipeline's own cluster
+    cdc, cdc_producer = iter(CdcSource(DEMO_TABLES, rng)), kafka_resource(settings.kafka).producer()
     servers: list[LocalHttpServer] = [host, media, api]
     if args.source == "eventhouse":
         eventhouse = section(settings, "eventhouse", EventhouseSettings)
@@ -167,7 +172,10 @@ async def produce_forever(args: argparse.Namespace) -> None:
             second = time.monotonic()
             for stream in streams:
                 produce_second(out, stream, rng, args)
+            for envelope in itertools.islice(cdc, args.cdc_rate):
+                cdc_producer.produce(envelope.topic, value=envelope.value, key=envelope.key)
             out.flush()
+            cdc_producer.flush(10)
             if int(second - started) % 10 == 0:
                 log.info(" ".join(f"{s.topic}: {dict(s.counts)}" for s in streams) + f" after {second - started:.0f}s")
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - second)))
@@ -212,6 +220,7 @@ def main() -> None:
         "the Eventhouse poller reads (eventhouse)",
     )
     parser.add_argument("--kusto-port", type=int, default=8768, help="the Kusto double's port (--source eventhouse)")
+    parser.add_argument("--cdc-rate", type=int, default=10, help="Debezium change events per second (cassandra.claims.*)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     asyncio.run(produce_forever(args))
