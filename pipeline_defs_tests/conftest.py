@@ -2,7 +2,13 @@
 
 from pathlib import Path
 
+from hypothesis import settings
+
 from pipeline_defs.domains import DOMAINS
+
+# Property tests judge results, never speed: on a busy CI machine an example may take any time.
+settings.register_profile("no_deadline", deadline=None)
+settings.load_profile("no_deadline")
 
 pytest_plugins = [
     "pipeline_defs_tests.support.fixtures",

@@ -1,6 +1,7 @@
 """The CDC domain: Cassandra tables replicated into PostgreSQL from Debezium change events, one
 asset, job and offset-range sensor per table declared under ``cdc.tables`` (built when the code
-location loads, from the settings), the backfill job, and a view of the validation topic."""
+location loads, from the settings), the backfill and expiry jobs, and views of the validation
+topic and the DLQ."""
 
 from collections.abc import Mapping
 from typing import Any
@@ -9,6 +10,7 @@ import dagster as dg
 
 from pipeline_defs.defs.cdc.assets import asset_name, build_table_asset
 from pipeline_defs.defs.cdc.backfill import cdc_backfill_job
+from pipeline_defs.defs.cdc.expiry import expiry_definitions
 from pipeline_defs.defs.cdc.settings import CdcConfigResource, CdcSettings
 from pipeline_defs.lib.cdc.model import TableSpec
 from pipeline_defs.lib.dlq.kinds import record_dlq
@@ -31,10 +33,11 @@ def _resources(settings: CoreSettings) -> Mapping[str, Any]:
 def _topics(settings: CoreSettings) -> DomainTopics:
     own = _settings(settings)
     sources = [t.spec().topic for t in own.tables]
-    # The validation topic takes records of every table's topic; it is sized after the first.
+    # The validation topic and the DLQ take records of every table's topic; sized after the first.
+    letters = [own.validation_topic, own.dlq_topic]
     return DomainTopics(
-        plain=[*sources, own.staleness_topic, *([] if sources else [own.validation_topic])],
-        dead_letters={own.validation_topic: sources[0]} if sources else {},
+        plain=[*sources, own.staleness_topic, *([] if sources else letters)],
+        dead_letters={topic: sources[0] for topic in letters} if sources else {},
     )
 
 
@@ -59,7 +62,8 @@ def table_definitions(spec: TableSpec) -> dg.Definitions:
 
 
 def _build(settings: CoreSettings) -> dg.Definitions:
-    return dg.Definitions.merge(*(table_definitions(t.spec()) for t in _settings(settings).tables))
+    specs = [t.spec() for t in _settings(settings).tables]
+    return dg.Definitions.merge(*(table_definitions(spec) for spec in specs), expiry_definitions(specs))
 
 
 DOMAIN = Domain(
@@ -69,5 +73,8 @@ DOMAIN = Domain(
     resources=_resources,
     topics=_topics,
     build=_build,
-    dlq_views=(record_dlq("cdc_validation", lambda r: r.cdc.settings.validation_topic, "cdc", replay_cluster="kafka"),),
+    dlq_views=(
+        record_dlq("cdc_validation", lambda r: r.cdc.settings.validation_topic, "cdc", replay_cluster="kafka"),
+        record_dlq("cdc", lambda r: r.cdc.settings.dlq_topic, "cdc", replay_cluster="kafka"),
+    ),
 )

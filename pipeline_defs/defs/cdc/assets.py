@@ -35,6 +35,7 @@ def replicator(resources: Any, spec: TableSpec, run_id: str, backfill: bool = Fa
         postgres=resources.cdc_postgres,
         spec=spec,
         validation=DeadLetterTopic(kafka, settings.validation_topic, resources.files),
+        dlq=DeadLetterTopic(kafka, settings.dlq_topic, resources.files),
         staleness=Topic(kafka, settings.staleness_topic),
         group_id=group_id(resources, spec),
         run_id=run_id,
@@ -43,6 +44,7 @@ def replicator(resources: Any, spec: TableSpec, run_id: str, backfill: bool = Fa
             soft_delete=settings.delete_mode == "soft",
             stale_threshold_us=None if backfill else int(settings.stale_after_days * DAY_US),
             batch_events=settings.batch_events,
+            max_record_failures=settings.max_record_failures,
         ),
     )
 
@@ -60,6 +62,7 @@ def report_metadata(report: ReplicationReport, ranges: list[OffsetRange]) -> dic
         "invalid_share": dg.FloatMetadataValue(round(report.invalid_share, 4)),
         "tombstones_skipped": report.tombstones,
         "already_applied": report.already_applied,
+        "dead_lettered_after_failures": report.dead_lettered,
         "columns_added": ", ".join(report.added_columns),
         "replication_lag_s": dg.FloatMetadataValue(lag) if lag is not None else dg.FloatMetadataValue(None),
         "offset_ranges": ",".join(f"{r.partition}:{r.start}-{r.end}" for r in ranges),
@@ -74,7 +77,7 @@ def broken_columns(report: ReplicationReport, settings: CdcSettings) -> dict[str
 
 
 def report_checks(report: ReplicationReport, settings: CdcSettings, key: dg.AssetKey) -> list[dg.AssetCheckResult]:
-    share, broken = report.invalid_share, broken_columns(report, settings)
+    share, broken, lag = report.invalid_share, broken_columns(report, settings), replication_lag_s(report)
     return [
         dg.AssetCheckResult(
             asset_key=key,
@@ -94,6 +97,14 @@ def report_checks(report: ReplicationReport, settings: CdcSettings, key: dg.Asse
                 "columns_with_invalid_values": ", ".join(f"{c} ({n})" for c, n in sorted(report.invalid_columns.items()))
                 or "none",
             },
+        ),
+        dg.AssetCheckResult(
+            asset_key=key,
+            check_name="replication_lag_below_threshold",
+            passed=lag is None or lag <= settings.max_lag_s,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="now minus the newest writetime this run applied (none applied: nothing to judge)",
+            metadata={"lag_s": dg.FloatMetadataValue(lag), "threshold_s": dg.FloatMetadataValue(settings.max_lag_s)},
         ),
     ]
 
@@ -122,6 +133,7 @@ def build_table_asset(spec: TableSpec) -> dg.AssetsDefinition:
         check_specs=[
             dg.AssetCheckSpec("invalid_share_below_threshold", asset=key, description="WARN above cdc.invalid_share_warn"),
             dg.AssetCheckSpec("declared_schema_holds", asset=key, blocking=True, description="no declared column changed type"),
+            dg.AssetCheckSpec("replication_lag_below_threshold", asset=key, description="WARN above cdc.max_lag_s"),
         ],
         description=(
             f"PostgreSQL table {spec.pg_table}, replicated from Cassandra {spec.keyspace}.{spec.table} through Debezium "

@@ -41,7 +41,11 @@ class CdcSettings(dg.Config):
     schema_break_share: float = 0.5
     schema_break_min_events: int = 5
     batch_events: int = 5_000  # events per PostgreSQL transaction
+    max_record_failures: int = 10  # a record PostgreSQL refuses this often goes to dlq_topic
+    max_lag_s: float = 300.0  # a run whose replication lag exceeds this warns
+    tombstone_grace_days: float = 10.0  # as Cassandra's gc_grace_seconds: deleted keys are remembered this long
     validation_topic: str = "cassandra.cdc.validation_errors"
+    dlq_topic: str = "cassandra.cdc.dlq"
     staleness_topic: str = "cassandra.cdc.staleness_audit"
 
 

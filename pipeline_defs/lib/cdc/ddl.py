@@ -49,6 +49,10 @@ _BOOKKEEPING = [
         id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, table_name text NOT NULL, column_name text NOT NULL,
         pg_type text NOT NULL, change text NOT NULL CHECK (change IN ('add_column')),
         detected_at timestamptz NOT NULL DEFAULT now(), topic text, "partition" integer, "offset" bigint)""",
+    """CREATE TABLE IF NOT EXISTS {schema}."_cdc_record_failures" (
+        consumer_group text NOT NULL, topic text NOT NULL, "partition" integer NOT NULL, "offset" bigint NOT NULL,
+        failures integer NOT NULL, last_error text NOT NULL, first_failed_at timestamptz NOT NULL DEFAULT now(),
+        last_failed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (consumer_group, topic, "partition", "offset"))""",
     """CREATE TABLE IF NOT EXISTS {schema}."_cdc_tombstones" (
         table_name text NOT NULL, key jsonb NOT NULL, writetime bigint NOT NULL,
         PRIMARY KEY (table_name, key))""",

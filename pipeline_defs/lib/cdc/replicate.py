@@ -4,8 +4,9 @@ PostgreSQL batch by batch, each batch in one transaction with the offsets it con
 A record that cannot be decoded or stored goes to the validation topic with its reason (the
 original bytes and ``__dlq.errors.*`` headers, so the replay job can resubmit a corrected one);
 an event older than its row goes to the staleness audit, in the table (same transaction) and on
-its topic. A Kafka tombstone (the null after a delete) is skipped. Consumer-group offsets are
-committed after each transaction, for Kafka's lag tools; ``_cdc_offsets`` holds the truth.
+its topic. A record PostgreSQL refuses for reasons of its own is retried, then dead-lettered
+(``failures``). A Kafka tombstone (the null after a delete) is skipped. Consumer-group offsets
+are committed after each transaction, for Kafka's lag tools; ``_cdc_offsets`` holds the truth.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
+import psycopg
 from confluent_kafka import Message
 
-from pipeline_defs.lib.cdc.ddl import ensure_table
+from pipeline_defs.lib.cdc.ddl import Source, ensure_table
 from pipeline_defs.lib.cdc.envelope import parse_change
+from pipeline_defs.lib.cdc.failures import CATEGORY, RECORD_ERRORS, RecordFailing, count_failure, failure_reason
 from pipeline_defs.lib.cdc.model import ChangeEvent, TableSpec
 from pipeline_defs.lib.cdc.sink import ApplyResult, apply
 from pipeline_defs.lib.dlq.records import DeadLetterTopic, dead_letter
@@ -29,7 +32,7 @@ from pipeline_defs.lib.ingest.guard import RejectedRecord, guarded
 from pipeline_defs.lib.kafka.ranges import OffsetRange
 from pipeline_defs.lib.kafka.records import OutRecord, Topic, position
 from pipeline_defs.lib.kafka.resource import KafkaResource
-from pipeline_defs.lib.postgres.resource import PostgresResource
+from pipeline_defs.lib.postgres.resource import PostgresResource, describe
 
 READ_TIMEOUT_S = 120
 
@@ -40,6 +43,7 @@ class ReplicationOptions:
     soft_delete: bool
     stale_threshold_us: Optional[int]  # None in backfill mode: history is applied without flags
     batch_events: int
+    max_record_failures: int = 10
 
 
 @dataclass
@@ -53,6 +57,7 @@ class ReplicationReport:
     stale: int = 0
     flagged_old: int = 0
     already_applied: int = 0
+    dead_lettered: int = 0  # records that failed max_record_failures times
     added_columns: list[str] = field(default_factory=list)
     invalid_columns: dict[str, int] = field(default_factory=dict)  # column named by a rejection -> count
     newest_writetime_us: Optional[int] = None
@@ -79,6 +84,7 @@ class Replicator:
     postgres: PostgresResource
     spec: TableSpec
     validation: DeadLetterTopic
+    dlq: DeadLetterTopic  # records that failed max_record_failures times
     staleness: Topic
     group_id: str
     run_id: str
@@ -91,27 +97,85 @@ class Replicator:
             for batch in self.kafka.read_ranges(ranges, self.group_id, self.options.batch_events, READ_TIMEOUT_S):
                 events, letters = self._decode(batch, report)
                 self.validation.send(letters)  # before the commit: a retried batch may send them twice, never lose them
-                result = apply(
-                    conn,
-                    self.spec,
-                    events,
-                    next_offsets(batch),
-                    self.group_id,
-                    soft_delete=self.options.soft_delete,
-                    stale_threshold_us=self.options.stale_threshold_us,
-                    schema=self.options.schema,
-                )
-                report.add(result)
-                by_position = {position(m): m for m in batch}
-                refused = [dead_letter(by_position[source], why, self.group_id, self.run_id) for source, why in result.rejected]
-                report.invalid += len(refused)
-                self.validation.send(refused)
-                self.staleness.send(OutRecord(json.dumps(asdict(row), default=str).encode()) for row in result.audit)
-                self.kafka.commit_offsets(self.group_id, next_offsets(batch))
+                self._apply(conn, batch, events, report)
         return report
 
-    def _decode(self, batch: list[Message], report: ReplicationReport) -> tuple[list[tuple[ChangeEvent, Any]], list[OutRecord]]:
-        events: list[tuple[ChangeEvent, Any]] = []
+    def _apply(
+        self, conn: psycopg.Connection, batch: list[Message], events: dict[Source, ChangeEvent], report: ReplicationReport
+    ) -> None:
+        """Apply ``batch`` in one transaction; when a record of it makes PostgreSQL refuse the
+        transaction, apply each half on its own until that record is alone (``failures``)."""
+        try:
+            result = self._apply_events(conn, [p for p in map(position, batch) if p in events], events, next_offsets(batch))
+        except RECORD_ERRORS as error:
+            if len(batch) > 1:
+                half = len(batch) // 2
+                self._apply(conn, batch[:half], events, report)
+                self._apply(conn, batch[half:], events, report)
+            else:
+                self._failed(conn, batch[0], error, events, report)
+            return
+        report.add(result)
+        by_position = {position(m): m for m in batch}
+        refused = [dead_letter(by_position[source], why, self.group_id, self.run_id) for source, why in result.rejected]
+        report.invalid += len(refused)
+        self.validation.send(refused)
+        self.staleness.send(OutRecord(json.dumps(asdict(row), default=str).encode()) for row in result.audit)
+        self.kafka.commit_offsets(self.group_id, next_offsets(batch))
+
+    def _apply_events(
+        self,
+        conn: psycopg.Connection,
+        sources: list[Source],
+        events: dict[Source, ChangeEvent],
+        offsets: dict[tuple[str, int], int],
+        dry_run: bool = False,
+    ) -> ApplyResult:
+        return apply(
+            conn,
+            self.spec,
+            [(events[s], s) for s in sources],
+            offsets,
+            self.group_id,
+            soft_delete=self.options.soft_delete,
+            stale_threshold_us=self.options.stale_threshold_us,
+            schema=self.options.schema,
+            dry_run=dry_run,
+        )
+
+    def _failed(
+        self,
+        conn: psycopg.Connection,
+        message: Message,
+        error: BaseException,
+        events: dict[Source, ChangeEvent],
+        report: ReplicationReport,
+    ) -> None:
+        source = position(message)
+        if self._refuses_all(conn, [p for p in events if p != source], events):
+            raise RecordFailing(f"PostgreSQL refuses every record of {self.spec.pg_table}, not one: {describe(error)}") from None
+        failures = count_failure(conn, self.options.schema, self.group_id, source, error)
+        reason = failure_reason(source, failures, error)
+        if failures < self.options.max_record_failures:
+            raise RecordFailing(f"{reason} (the DLQ takes it at {self.options.max_record_failures})") from None
+        self.dlq.send([dead_letter(message, RejectedRecord(CATEGORY, reason), self.group_id, self.run_id)])
+        report.dead_lettered += 1
+        self._apply(conn, [message], {}, report)  # stores its offset, applies nothing
+
+    def _refuses_all(self, conn: psycopg.Connection, others: list[Source], events: dict[Source, ChangeEvent]) -> bool:
+        """Whether the batch's other records fail too, tried in a transaction rolled back: then
+        the table is to blame (a trigger refusing everything) and no record is counted. With no
+        other record to try, the record is blamed."""
+        if not others:
+            return False
+        try:
+            self._apply_events(conn, others, events, {}, dry_run=True)
+        except RECORD_ERRORS:
+            return True
+        return False
+
+    def _decode(self, batch: list[Message], report: ReplicationReport) -> tuple[dict[Source, ChangeEvent], list[OutRecord]]:
+        events: dict[Source, ChangeEvent] = {}
         letters: list[OutRecord] = []
         for message in batch:
             report.read += 1
@@ -125,7 +189,7 @@ class Replicator:
             elif decoded is None:
                 report.tombstones += 1
             else:
-                events.append((decoded, position(message)))
+                events[position(message)] = decoded
         return events, letters
 
 

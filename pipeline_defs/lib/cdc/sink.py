@@ -113,10 +113,12 @@ def apply(
     stale_threshold_us: Optional[int] = DEFAULT_STALE_THRESHOLD_US,
     now_us: Optional[int] = None,
     schema: str = "cdc",
+    dry_run: bool = False,
 ) -> ApplyResult:
     """Apply ``events`` (each with its topic, partition, offset) and advance the group's
-    ``offsets`` ((topic, partition) -> next offset) in one transaction. ``conn`` must be outside
-    any transaction. Connection and concurrency failures raise ``PostgresUnavailable``."""
+    ``offsets`` ((topic, partition) -> next offset) in one transaction (rolled back if
+    ``dry_run``). ``conn`` must be outside any transaction. Connection and concurrency failures
+    raise ``PostgresUnavailable``."""
     status = conn.info.transaction_status
     if conn.closed or status == pq.TransactionStatus.UNKNOWN:
         raise PostgresUnavailable(f"PostgreSQL apply to {spec.pg_table}: the connection is closed or broken")
@@ -128,7 +130,7 @@ def apply(
         try:
             with unavailable_on_failure(f"apply to {spec.pg_table}"):
                 return _Batch(conn, spec, schema, soft_delete, consumer_group).run(
-                    events, offsets, refused, stale_threshold_us, now
+                    events, offsets, refused, stale_threshold_us, now, dry_run
                 )
         except _BadRow as bad:
             for item in bad.items:
@@ -150,6 +152,7 @@ class _Batch:
         refused: dict[int, RejectedRecord],
         threshold: Optional[int],
         now: int,
+        dry_run: bool,
     ) -> ApplyResult:
         items = [_Item(event, source) for event, source in events]
         partitions = sorted({*offsets, *((i.source[0], i.source[1]) for i in items)})
@@ -157,7 +160,7 @@ class _Batch:
         for item in items:
             tp = (item.source[0], item.source[1])
             after[tp] = max(after.get(tp, 0), item.source[2] + 1)
-        with self.conn.transaction():
+        with self.conn.transaction(force_rollback=dry_run):
             self.cur.execute("SET LOCAL TimeZone TO 'UTC'")
             stored = self._lock_offsets(partitions)
             fresh = [i for i in items if i.source[2] >= stored.get((i.source[0], i.source[1]), 0)]
@@ -351,6 +354,8 @@ def _collapse(items: list[_Item]) -> _Collapsed:
             ttls = [c.expires_at_us for c in event.cells.values() if c.expires_at_us is not None]
             if ttls:
                 row.expires_us, row.expires_set = max(ttls), True
+            elif event.op is Op.CREATE:  # an INSERT without TTL: the row lives on (an UPDATE's cells alone do not say)
+                row.expires_us, row.expires_set = None, True
         row.writetime = event.writetime_us
     return row
 

@@ -52,6 +52,7 @@ def cdc_resources(test_stack: LocalStack, cdc_database: str, cdc_specs) -> dict[
         tables=[declared(spec) for spec in cdc_specs],
         validation_topic=f"{prefix}.validation_errors",
         staleness_topic=f"{prefix}.staleness_audit",
+        dlq_topic=f"{prefix}.dlq",
         batch_events=500,
     )
     return {"cdc": CdcConfigResource(settings=settings), "cdc_postgres": PostgresResource(connection=settings.postgres)}
@@ -59,9 +60,9 @@ def cdc_resources(test_stack: LocalStack, cdc_database: str, cdc_specs) -> dict[
 
 @pytest.fixture
 def cdc_topics(cdc_resources: dict[str, object], kafka: KafkaResource) -> Iterator[CdcSettings]:
-    """The test's table topics, validation and staleness topics, created for it and deleted after."""
+    """The test's table topics, validation, staleness and DLQ topics, created for it and deleted after."""
     settings = cdc_resources["cdc"].settings  # type: ignore[attr-defined]
-    names = [*(t.spec().topic for t in settings.tables), settings.validation_topic, settings.staleness_topic]
+    names = [*(t.spec().topic for t in settings.tables), settings.validation_topic, settings.staleness_topic, settings.dlq_topic]
     kafka.create_topics(names, 3)
     yield settings
     kafka.admin().delete_topics(names, operation_timeout=30)
