@@ -8,7 +8,8 @@ the way real hosts fail: 404, a 503 once, an HTML page instead of a PDF), the Cl
 events name a project the API does not know (404), so the enrichment DLQ has something to show.
 With ``--source eventhouse`` the events go into the tables of a Kusto double (``--kusto-port``)
 that the Eventhouse poller reads, instead of the source topics. ``--cdc-rate`` Debezium change
-events per second of the demo Cassandra tables go to ``cassandra.claims.*``.
+events per second of the demo Cassandra tables go to ``cassandra.claims.*``; ``pipeline-sim cdc``
+sends those alone (see ``pipeline_sim.cdc_stream``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pipeline_defs.lib.resources import kafka_resource
 from pipeline_defs.lib.settings import section
 from pipeline_sim.attachment_host import AttachmentHost
 from pipeline_sim.cdc import DEMO_TABLES, CdcSource
+from pipeline_sim.cdc_stream import main as cdc_main
 from pipeline_sim.claimx_api import ClaimXApiDouble
 from pipeline_sim.claimx_events import MALFORMED_CLAIMX_MESSAGES, ClaimXEventSource
 from pipeline_sim.claimx_world import ClaimXWorld
@@ -148,7 +150,7 @@ async def produce_forever(args: argparse.Namespace) -> None:
         ),
     ]
     # Debezium change events of the demo Cassandra tables, on the pipeline's own cluster
-    cdc, cdc_producer = iter(CdcSource(DEMO_TABLES, rng)), kafka_resource(settings.kafka).producer()
+    cdc, cdc_producer = iter(CdcSource(DEMO_TABLES, rng, live=True)), kafka_resource(settings.kafka).producer()
     servers: list[LocalHttpServer] = [host, media, api]
     if args.source == "eventhouse":
         eventhouse = section(settings, "eventhouse", EventhouseSettings)
@@ -188,6 +190,9 @@ async def produce_forever(args: argparse.Namespace) -> None:
 def main() -> None:
     if sys.argv[1:2] == ["kusto"]:  # python -m pipeline_sim kusto --port 8768: the Kusto double alone
         kusto_main(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["cdc"]:  # python -m pipeline_sim cdc --rate 1000: Debezium change events alone
+        cdc_main(sys.argv[2:])
         return
     if sys.argv[1:2] == ["token"]:  # python -m pipeline_sim token --scope S: a token for the Event Hub stand-in
         token_main(sys.argv[2:])

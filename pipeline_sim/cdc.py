@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple, Optional
@@ -188,7 +189,8 @@ def debezium_value(t: CqlType, rng: random.Random, decimal_mode: str = "double",
 
 
 class CdcSource:
-    """A stream of change events across ``specs``, as one connector would publish them."""
+    """A stream of change events across ``specs``, as one connector would publish them; ``live``
+    gives them the writetimes of now (demos, benchmarks), else of a fixed past (tests)."""
 
     def __init__(
         self,
@@ -200,8 +202,9 @@ class CdcSource:
         evolve_after: Optional[int] = None,
         decimal_mode: str = "double",
         varint_mode: str = "long",
+        live: bool = False,
     ):
-        self.specs, self.rng = specs, rng or random.Random(0)
+        self.specs, self.rng, self.live = specs, rng or random.Random(0), live
         self.with_schema, self.dirty_rate, self.evolve_after = with_schema, dirty_rate, evolve_after
         self.modes = (decimal_mode, varint_mode)
         self.clock_us = 1_720_000_000_000_000
@@ -219,6 +222,8 @@ class CdcSource:
         spec = rng.choice(self.specs)
         rows = self.rows[spec.topic]
         self.clock_us += rng.randint(1, 5_000)
+        if self.live:  # writetimes of now, as a live cluster's (else a fixed past, for reproducible tests)
+            self.clock_us = max(self.clock_us, time.time_ns() // 1000)
         roll = rng.random()
         if self.last and self.last.kind == "delete" and rng.random() < 0.5:
             envelope = Envelope(self.last.topic, self.last.key, None, "tombstone")

@@ -5,7 +5,10 @@ import os
 import random
 import subprocess
 import sys
+import time
+import uuid
 from collections import Counter
+from dataclasses import replace
 from typing import Optional, TypeVar
 from urllib.parse import urlsplit
 
@@ -13,9 +16,11 @@ from pydantic import BaseModel
 
 from pipeline_defs.defs.claimx.models import ClaimXEvent
 from pipeline_defs.defs.xact.models import XactEvent
+from pipeline_defs.lib.cdc.envelope import parse_change
 from pipeline_defs.lib.dlq.records import RejectedRecord
 from pipeline_defs.lib.validation.fields import parsed
 from pipeline_sim.__main__ import KustoOut, Stream, produce_second
+from pipeline_sim.cdc import DEMO_TABLES
 from pipeline_sim.events import xact_event
 from pipeline_sim.kusto import KustoDouble
 
@@ -31,7 +36,20 @@ def test_the_simulator_sends_events_duplicates_and_malformed_messages(test_stack
         "PIPELINE_CLAIMX__TOPICS__EVENTS": topics.claimx.events,
     }
     ports = ["--http-port", "0", "--claimx-api-port", "0", "--media-port", "0"]
-    args = ["--rate", "100", "--count", str(XACT_COUNT), "--claimx-rate", "50", "--duplicate-ratio", "0.2", "--seed", "7"]
+    args = [
+        "--rate",
+        "100",
+        "--count",
+        str(XACT_COUNT),
+        "--claimx-rate",
+        "50",
+        "--duplicate-ratio",
+        "0.2",
+        "--seed",
+        "7",
+        "--cdc-rate",
+        "0",
+    ]
     subprocess.run([sys.executable, "-m", "pipeline_sim", *args, *ports], env=env, timeout=60, check=True)
 
     xact = [_valid(XactEvent, m.value()) for m in consume_all(topics.xact.events)]
@@ -45,6 +63,31 @@ def test_the_simulator_sends_events_duplicates_and_malformed_messages(test_stack
 
     claimx = [_valid(ClaimXEvent, m.value()) for m in consume_all(topics.claimx.events)]
     assert len([e for e in claimx if e is not None]) > len(claimx) * 0.8
+
+
+def test_the_cdc_mode_sends_debezium_envelopes_of_now(test_stack, kafka, consume_all):
+    keyspace = f"sim_{uuid.uuid4().hex[:8]}"
+    tables = tuple(replace(t, keyspace=keyspace) for t in DEMO_TABLES)
+    kafka.create_topics([t.topic for t in tables], 1)
+    env = {
+        **os.environ,
+        "PIPELINE_CONFIG_FILE": "/nonexistent.yaml",
+        "PIPELINE_KAFKA__BOOTSTRAP_SERVERS": test_stack.bootstrap_servers,
+    }
+    args = ["cdc", "--rate", "200", "--count", "300", "--seed", "5", "--keyspace", keyspace, "--with-schema"]
+    started_us = time.time_ns() // 1000
+    subprocess.run([sys.executable, "-m", "pipeline_sim", *args], env=env, timeout=120, check=True)
+    outcomes: Counter[str] = Counter()
+    for table in tables:
+        for message in consume_all(table.topic):
+            try:
+                event = parse_change(message.value(), message.key(), table)
+            except RejectedRecord:
+                outcomes["rejected"] += 1
+                continue
+            outcomes["tombstone" if event is None else "event"] += 1
+            assert event is None or event.writetime_us >= started_us - 10_000_000  # writetimes of now, not of the past
+    assert sum(outcomes.values()) == 300 and outcomes["event"] > 250 and outcomes["rejected"] > 0
 
 
 Model = TypeVar("Model", bound=BaseModel)
