@@ -14,9 +14,12 @@ from pipeline_defs.lib.ingest.runs import planned_ranges
 from pipeline_defs.lib.kafka.ranges import OffsetRange
 from pipeline_defs.lib.kafka.records import Topic
 from pipeline_defs.lib.kafka.resource import KafkaResource
-from pipeline_defs.lib.policies import OWNERS, TRANSIENT_FAILURE_RETRY
+from pipeline_defs.lib.policies import OWNERS
 
 DAY_US = 86_400 * 1_000_000
+# PostgreSQL down, a lost race, a record failing again: the step again after 1, 2, 4 .. 32 s
+# (± jitter, under a minute each); past that the run fails and the sensor plans its ranges again.
+CDC_RETRY = dg.RetryPolicy(max_retries=6, delay=1, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
 def asset_name(spec: TableSpec) -> str:
@@ -128,7 +131,7 @@ def build_table_asset(spec: TableSpec) -> dg.AssetsDefinition:
         kinds={"kafka", "postgres"},
         group_name="cdc",
         owners=OWNERS,
-        retry_policy=TRANSIENT_FAILURE_RETRY,
+        retry_policy=CDC_RETRY,
         required_resource_keys={"kafka", "cdc", "cdc_postgres", "files", "ingest"},
         check_specs=[
             dg.AssetCheckSpec("invalid_share_below_threshold", asset=key, description="WARN above cdc.invalid_share_warn"),
