@@ -53,6 +53,9 @@ _BOOKKEEPING = [
         consumer_group text NOT NULL, topic text NOT NULL, "partition" integer NOT NULL, "offset" bigint NOT NULL,
         failures integer NOT NULL, last_error text NOT NULL, first_failed_at timestamptz NOT NULL DEFAULT now(),
         last_failed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (consumer_group, topic, "partition", "offset"))""",
+    """CREATE TABLE IF NOT EXISTS {schema}."_cdc_range_tombstones" (
+        table_name text NOT NULL, prefix jsonb NOT NULL, writetime bigint NOT NULL,
+        PRIMARY KEY (table_name, prefix))""",
     """CREATE TABLE IF NOT EXISTS {schema}."_cdc_tombstones" (
         table_name text NOT NULL, key jsonb NOT NULL, writetime bigint NOT NULL,
         PRIMARY KEY (table_name, key))""",
@@ -117,6 +120,12 @@ def table_columns(conn: psycopg.Connection, spec: TableSpec, schema: str) -> dic
     return {name: pgt for name, pgt in rows}
 
 
+def applied_offsets(conn: psycopg.Connection, schema: str, group: str, topic: str) -> dict[int, int]:
+    """Partition -> the next offset ``group`` has applied of ``topic`` (committed with the rows)."""
+    query = sql.SQL('SELECT "partition", next_offset FROM {}."_cdc_offsets" WHERE consumer_group = %s AND topic = %s')
+    return dict(conn.execute(query.format(sql.Identifier(schema)), [group, topic]).fetchall())
+
+
 def add_columns(
     conn: psycopg.Connection,
     spec: TableSpec,
@@ -176,11 +185,17 @@ class Statements:
             for k in self.spec.primary_key
         )
 
-    def key_json(self, alias: str) -> sql.Composable:
-        """The key as the tombstones hold it: a jsonb object, built by PostgreSQL (canonical)."""
-        pairs = [
-            sql.SQL("{}, {}.{}").format(sql.Literal(k), sql.Identifier(alias), sql.Identifier(k)) for k in self.spec.primary_key
-        ]
+    def key_json(self, alias: str, columns: Sequence[str] = ()) -> sql.Composable:
+        """The key (or a prefix of it) as the tombstones hold it: a jsonb object built by
+        PostgreSQL (canonical). ``alias`` "%s" takes the values as parameters, cast to the key types."""
+        types = dict(self.keys)
+
+        def value(k: str) -> sql.Composable:
+            if alias == "%s":
+                return sql.SQL("%s::{}").format(safe_type(types[k]))
+            return sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(k))
+
+        pairs = [sql.SQL("{}, {}").format(sql.Literal(k), value(k)) for k in columns or self.spec.primary_key]
         return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(pairs))
 
     @property
@@ -209,20 +224,37 @@ class Statements:
         return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(STAGE, self._ids([n for n, _ in self.stage_columns]))
 
     def prefetch(self) -> sql.Composed:
-        """Each staged key's row writetime and (hard delete mode) tombstone writetime."""
-        tomb = sql.SQL("NULL::bigint") if self.soft_delete else sql.SQL("tb.writetime")
-        join = (
-            sql.SQL("")
-            if self.soft_delete
-            else sql.SQL("LEFT JOIN {} tb ON tb.table_name = %(table)s AND tb.key = {}").format(
-                self.bookkeeping("_cdc_tombstones"), self.key_json("s")
+        """Each staged key's row writetime and the newest tombstone over it: its own (hard delete
+        mode) or a partition/range delete of a key prefix (any mode), so a late older write under
+        a deleted key or prefix stays out."""
+        tombs = [] if self.soft_delete else [sql.SQL("tb.writetime")]
+        join: list[sql.Composable] = []
+        if not self.soft_delete:
+            join.append(
+                sql.SQL("LEFT JOIN {} tb ON tb.table_name = %(table)s AND tb.key = {}").format(
+                    self.bookkeeping("_cdc_tombstones"), self.key_json("s")
+                )
             )
-        )
+        prefixes = [self.key_json("s", self.spec.primary_key[:n]) for n in range(1, len(self.spec.primary_key))]
+        if prefixes:
+            tombs.append(sql.SQL("rt.writetime"))
+            join.append(
+                sql.SQL(
+                    "LEFT JOIN LATERAL (SELECT max(r.writetime) AS writetime FROM {} r "
+                    "WHERE r.table_name = %(table)s AND r.prefix IN ({})) rt ON true"
+                ).format(self.bookkeeping("_cdc_range_tombstones"), sql.SQL(", ").join(prefixes))
+            )
+        tomb = sql.SQL("GREATEST({})").format(sql.SQL(", ").join(tombs)) if tombs else sql.SQL("NULL::bigint")
         return sql.SQL(
             "SELECT s._i, t.{wt}, {tomb} FROM {stage} s LEFT JOIN {table} t ON {match} {join} "
             "WHERE (t.{wt} IS NOT NULL OR {tomb} IS NOT NULL) AND (%(only)s::int[] IS NULL OR s._i = ANY(%(only)s::int[]))"
         ).format(
-            wt=sql.Identifier(WRITETIME), tomb=tomb, stage=STAGE, table=self.table, match=self._key_match("t", "s"), join=join
+            wt=sql.Identifier(WRITETIME),
+            tomb=tomb,
+            stage=STAGE,
+            table=self.table,
+            match=self._key_match("t", "s"),
+            join=sql.SQL(" ").join(join),
         )
 
     def upsert(self) -> sql.Composed:
@@ -293,6 +325,13 @@ class Statements:
             tombs=self.bookkeeping("_cdc_tombstones"),
             key=self.key_json("s"),
         )
+
+    def remember_range(self, prefix: Sequence[str]) -> sql.Composed:
+        """The partition/range tombstone itself, so later older writes under the prefix stay out."""
+        return sql.SQL(
+            "INSERT INTO {} AS r (table_name, prefix, writetime) VALUES (%s, {}, %s) "
+            "ON CONFLICT (table_name, prefix) DO UPDATE SET writetime = GREATEST(r.writetime, excluded.writetime)"
+        ).format(self.bookkeeping("_cdc_range_tombstones"), self.key_json("%s", prefix))
 
     def range_delete(self, prefix: Sequence[str]) -> sql.Composed:
         """A partition or range tombstone: every row under the key prefix, no newer than it."""

@@ -4,7 +4,7 @@
   data produces no change event), so rows whose ``_cdc_expires_at`` has passed are purged here:
   deleted with a tombstone at the row's writetime (hard mode, so a late older event cannot bring
   them back) or marked deleted (soft mode).
-* **Tombstones** older than the grace period (Cassandra's ``gc_grace_seconds``, 10 days by
+* **Tombstones** (of rows, and of partitions and ranges) older than the grace period (Cassandra's ``gc_grace_seconds``, 10 days by
   default) are dropped, as compaction drops Cassandra's own.
 
 Both work in bounded batches so a large purge never holds a long lock; each statement re-checks
@@ -43,7 +43,8 @@ def expire(
     st = Statements(spec, schema, (), soft_delete)
     expired = _in_batches(conn, _purge_soft(st) if soft_delete else _purge_hard(st), {"table": spec.pg_table})
     horizon = time.time_ns() // 1000 - int(tombstone_grace_days * DAY_US)
-    dropped = _in_batches(conn, _drop_tombstones(st), {"table": spec.pg_table, "horizon": horizon})
+    params = {"table": spec.pg_table, "horizon": horizon}
+    dropped = sum(_in_batches(conn, _drop_tombstones(st, name), params) for name in ("_cdc_tombstones", "_cdc_range_tombstones"))
     return ExpiryResult(expired, dropped, round(time.monotonic() - started, 3))
 
 
@@ -93,8 +94,8 @@ def _purge_soft(st: Statements) -> sql.Composed:
     )
 
 
-def _drop_tombstones(st: Statements) -> sql.Composed:
+def _drop_tombstones(st: Statements, name: str) -> sql.Composed:
     return sql.SQL(
         "WITH gone AS (DELETE FROM {tombs} WHERE ctid IN (SELECT ctid FROM {tombs} WHERE table_name = %(table)s "
         "AND writetime < %(horizon)s LIMIT %(batch)s FOR UPDATE SKIP LOCKED) RETURNING 1) SELECT count(*) FROM gone"
-    ).format(tombs=st.bookkeeping("_cdc_tombstones"))
+    ).format(tombs=st.bookkeeping(name))

@@ -21,7 +21,7 @@ from typing import Optional
 import psycopg
 from confluent_kafka import Message
 
-from pipeline_defs.lib.cdc.ddl import Source, ensure_table
+from pipeline_defs.lib.cdc.ddl import Source, applied_offsets, ensure_table
 from pipeline_defs.lib.cdc.envelope import parse_change
 from pipeline_defs.lib.cdc.failures import CATEGORY, RECORD_ERRORS, RecordFailing, count_failure, failure_reason
 from pipeline_defs.lib.cdc.model import ChangeEvent, TableSpec
@@ -32,7 +32,7 @@ from pipeline_defs.lib.ingest.guard import RejectedRecord, guarded
 from pipeline_defs.lib.kafka.ranges import OffsetRange
 from pipeline_defs.lib.kafka.records import OutRecord, Topic, position
 from pipeline_defs.lib.kafka.resource import KafkaResource
-from pipeline_defs.lib.postgres.resource import PostgresResource, describe
+from pipeline_defs.lib.postgres.resource import PostgresResource, describe, unavailable_on_failure
 
 READ_TIMEOUT_S = 120
 
@@ -94,10 +94,18 @@ class Replicator:
         report = ReplicationReport()
         with self.postgres.connect(autocommit=True) as conn:
             ensure_table(conn, self.spec, self.options.schema, self.options.soft_delete)
+            with unavailable_on_failure("read the applied offsets"):
+                applied = applied_offsets(conn, self.options.schema, self.group_id, self.spec.topic)
             for batch in self.kafka.read_ranges(ranges, self.group_id, self.options.batch_events, READ_TIMEOUT_S):
-                events, letters = self._decode(batch, report)
-                self.validation.send(letters)  # before the commit: a retried batch may send them twice, never lose them
-                self._apply(conn, batch, events, report)
+                # What a previous attempt committed is neither decoded nor dead-lettered again.
+                fresh = [m for m in batch if (m.offset() or 0) >= applied.get(m.partition() or 0, 0)]
+                report.already_applied += len(batch) - len(fresh)
+                if fresh:
+                    events, letters = self._decode(fresh, report)
+                    self.validation.send(letters)  # before the commit: a retried batch may send them twice, never lose them
+                    self._apply(conn, fresh, events, report)
+                if len(fresh) < len(batch):
+                    self.kafka.commit_offsets(self.group_id, next_offsets(batch))
         return report
 
     def _apply(

@@ -300,6 +300,7 @@ class _Batch:
         params = [*([wt] if self.soft else []), *prefix.values(), wt]
         self.cur.execute(self.st.range_delete(list(prefix)), params)
         self.result.deleted += max(self.cur.rowcount, 0)
+        self.cur.execute(self.st.remember_range(list(prefix)), [self.spec.pg_table, *prefix.values(), wt])
         self.result.applied += 1
 
     def _audit(self, groups: list[_Group], threshold: Optional[int], now: int) -> None:

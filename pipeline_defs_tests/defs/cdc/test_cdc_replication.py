@@ -107,7 +107,7 @@ def test_a_rerun_and_a_backfill_change_nothing_newer(resources, instance, kafka,
     # Re-executing a run's exact ranges: everything is already applied.
     again = dg.materialize([asset], tags=results[0].dagster_run.tags, resources=resources, instance=instance)
     first = metadata_of(results[0])
-    assert metadata_of(again)["already_applied"] == first["events_read"] - first["invalid"] - first["tombstones_skipped"]
+    assert (metadata_of(again)["already_applied"], metadata_of(again)["events_read"]) == (first["events_read"], 0)
     # A backfill from offset 0 replays history under its own group: nothing older overwrites newer.
     config = {"ops": {"cdc_backfill": {"config": {"table": f"{spec.keyspace}.{spec.table}", "from_offset": 0}}}}
     backfill = cdc_backfill_job.execute_in_process(run_config=config, resources=resources, instance=instance)

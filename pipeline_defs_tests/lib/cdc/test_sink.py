@@ -141,6 +141,17 @@ def test_a_partition_delete_removes_the_rows_it_covers_and_no_newer_one(db: Db) 
     assert [(r[0].int, r[1]) for r in db.rows()] == [(1, 9), (2, 0)]
 
 
+@pytest.mark.parametrize("mode", ["db", "soft_db"])
+def test_a_late_older_write_under_a_deleted_partition_stays_out(mode: str, request: pytest.FixtureRequest) -> None:
+    db: Db = request.getfixturevalue(mode)
+    partition_delete = event(Op.DELETE, {"id": uuid.UUID(int=1)}, 150, range_delete={"id": uuid.UUID(int=1)})
+    db.apply(at([partition_delete]))
+    late = db.apply(at([event(Op.CREATE, key(1, 5), 140, {"big": 5}), event(Op.CREATE, key(1, 6), 160, {"big": 6})], start=1))
+    assert (late.stale, late.inserted) == (1, 1)
+    assert [(r[0].int, r[1]) for r in db.rows()] == [(1, 6)]
+    assert db.one('SELECT "offset", reason, row_writetime FROM {s}."cdc_staleness_audit"') == [(1, OLDER_THAN_ROW, 150)]
+
+
 def test_events_older_than_the_threshold_are_flagged_and_still_applied_if_newest(db: Db) -> None:
     now_us = 10 * 24 * 3600 * 1_000_000
     old, recent = now_us - 8 * 24 * 3600 * 1_000_000, now_us - 1_000_000
