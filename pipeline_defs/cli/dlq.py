@@ -2,12 +2,12 @@
 
     pipeline-dlq list    [--dlq NAME] [--status waiting] [--category C]
     pipeline-dlq inspect ENTRY_ID [--dlq NAME]
-    pipeline-dlq replay  --dlq NAME [filters] --reason R [--apply]
+    pipeline-dlq replay  --dlq NAME [filters] --reason R [--apply] [--corrected-file F]
     pipeline-dlq resolve --dlq NAME [filters] --reason R [--dry-run]
     pipeline-dlq purge   --dlq NAME [filters] --reason R --confirm
 
 Filters: --ids ID..., --category C, --after ISO, --before ISO, --max N. Replay is a dry run
-unless --apply. Settings come from the environment and config.yaml, as for the code location.
+unless --apply; --corrected-file replays one entry (--ids) with a corrected value. Settings come from the environment and config.yaml, as for the code location.
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--reason", required=name != "replay", default="replay")
         if name == "replay":
             command.add_argument("--apply", action="store_true", help="really replay (default: dry run)")
+            command.add_argument(
+                "--corrected-file", type=argparse.FileType("rb"), help="replay the one selected entry with this file's bytes"
+            )
         if name in ("resolve", "purge"):
             command.add_argument("--dry-run", action="store_true")
         if name == "purge":
@@ -128,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         run_id=f"cli-{uuid.uuid4()}",
         launched_by=f"cli:{getpass.getuser()}",
         dry_run=not args.apply if args.command == "replay" else args.dry_run,
+        corrected_value=args.corrected_file.read() if getattr(args, "corrected_file", None) else None,
     )
     try:
         if args.command == "replay":

@@ -11,14 +11,18 @@ import dagster as dg
 from pipeline_defs.defs.cdc.assets import asset_name, build_table_asset
 from pipeline_defs.defs.cdc.backfill import cdc_backfill_job
 from pipeline_defs.defs.cdc.expiry import expiry_definitions
+from pipeline_defs.defs.cdc.reconciliation import build_reconciliation_check, reconciliation_key
 from pipeline_defs.defs.cdc.settings import CdcConfigResource, CdcSettings
 from pipeline_defs.lib.cdc.model import TableSpec
 from pipeline_defs.lib.dlq.kinds import record_dlq
 from pipeline_defs.lib.domains import Domain, DomainTopics
 from pipeline_defs.lib.ingest.feeds import KafkaFeed, SensorTopic
 from pipeline_defs.lib.ingest.sensors import build_offset_range_sensor
+from pipeline_defs.lib.policies import scheduled_checks
 from pipeline_defs.lib.postgres.resource import postgres_resource
 from pipeline_defs.lib.settings import CoreSettings, section
+
+RECONCILE_CRON = "41 * * * *"  # hourly: each table's sample of keys, Kafka against PostgreSQL
 
 
 def _settings(settings: CoreSettings) -> CdcSettings:
@@ -44,7 +48,9 @@ def _topics(settings: CoreSettings) -> DomainTopics:
 def table_parts(spec: TableSpec) -> tuple[dg.AssetsDefinition, Any, dg.SensorDefinition]:
     """A replicated table's asset, job and offset-range sensor."""
     asset = build_table_asset(spec)
-    job = dg.define_asset_job(f"{asset_name(spec)}_job", selection=[asset])
+    # the reconciliation check targets the asset but stays out of its micro-batch runs
+    selection = dg.AssetSelection.assets(asset) - dg.AssetSelection.checks(reconciliation_key(spec))
+    job = dg.define_asset_job(f"{asset_name(spec)}_job", selection=selection)
     feed = KafkaFeed(asset_name(spec), spec.pg_table, lambda _: [SensorTopic(spec.topic)])
     sensor = build_offset_range_sensor(
         name=f"{asset_name(spec)}_sensor",
@@ -61,9 +67,20 @@ def table_definitions(spec: TableSpec) -> dg.Definitions:
     return dg.Definitions(assets=[asset], jobs=[job], sensors=[sensor])
 
 
+def reconciliation_definitions(specs: list[TableSpec]) -> dg.Definitions:
+    """Each table's ``reconciled_with_kafka`` check, and a job and hourly schedule running them."""
+    checks = [build_reconciliation_check(spec) for spec in specs]
+    if not checks:
+        return dg.Definitions()
+    job, schedule = scheduled_checks("cdc_reconciliation", checks, RECONCILE_CRON, "Kafka's newest events against PostgreSQL")
+    return dg.Definitions(asset_checks=checks, jobs=[job], schedules=[schedule])
+
+
 def _build(settings: CoreSettings) -> dg.Definitions:
     specs = [t.spec() for t in _settings(settings).tables]
-    return dg.Definitions.merge(*(table_definitions(spec) for spec in specs), expiry_definitions(specs))
+    return dg.Definitions.merge(
+        *(table_definitions(spec) for spec in specs), reconciliation_definitions(specs), expiry_definitions(specs)
+    )
 
 
 DOMAIN = Domain(

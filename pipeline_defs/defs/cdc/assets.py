@@ -146,9 +146,10 @@ def build_table_asset(spec: TableSpec) -> dg.AssetsDefinition:
     def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         resources: Any = context.resources
         ranges = planned_ranges(context, [spec.topic])
+        replication = replicator(resources, spec, context.run.run_id)
         if ranges is None:  # a Materialize click: from what PostgreSQL holds to the log end
-            ranges = catch_up_ranges(resources.kafka, spec.topic, None)
-        report = replicator(resources, spec, context.run.run_id).run(ranges)
+            ranges = catch_up_ranges(resources.kafka, spec.topic, replication.applied())
+        report = replication.run(ranges)
         return dg.MaterializeResult(
             metadata=report_metadata(report, ranges), check_results=report_checks(report, resources.cdc.settings, key)
         )

@@ -44,6 +44,8 @@ class CdcSettings(dg.Config):
     max_record_failures: int = 10  # a record PostgreSQL refuses this often goes to dlq_topic
     max_lag_s: float = 300.0  # a run whose replication lag exceeds this warns
     tombstone_grace_days: float = 10.0  # as Cassandra's gc_grace_seconds: deleted keys are remembered this long
+    reconcile_scan_events: int = 20_000  # reconciled_with_kafka reads this many applied records from each partition's end
+    reconcile_sample_keys: int = 500  # and compares this many of their keys with PostgreSQL
     validation_topic: str = "cassandra.cdc.validation_errors"
     dlq_topic: str = "cassandra.cdc.dlq"
     staleness_topic: str = "cassandra.cdc.staleness_audit"

@@ -2,6 +2,7 @@
 view; every run is audited."""
 
 from collections.abc import Mapping
+from dataclasses import replace
 from enum import Enum
 from typing import Any, Optional
 
@@ -85,6 +86,9 @@ def operation_jobs(views: Mapping[str, DlqViewSpec]) -> list[dg.JobDefinition]:
 
     class ReplayConfig(DlqSelection):
         dry_run: bool = Field(default=True, description="List what would be replayed; change nothing")
+        corrected_value: Optional[str] = Field(
+            default=None, description="Replay the one selected entry with this value instead (a corrected record, UTF-8)"
+        )
 
     class ResolveConfig(DlqSelection):
         dry_run: bool = Field(default=False, description="List what would be resolved; change nothing")
@@ -128,8 +132,13 @@ def operation_jobs(views: Mapping[str, DlqViewSpec]) -> list[dg.JobDefinition]:
     def replay_dlq_entries(context: dg.OpExecutionContext, config: ReplayConfig) -> None:
         resources: Any = context.resources
         operation = _operation(context, "replay", config, config.dry_run)
+        if config.corrected_value is not None:
+            operation = replace(operation, corrected_value=config.corrected_value.encode())
         clusters = {"kafka": resources.kafka, "source_kafka": resources.source_kafka}
-        _report(context, replay(resources.lake, clusters, resources.files, resources, views[operation.dlq], operation))
+        try:
+            _report(context, replay(resources.lake, clusters, resources.files, resources, views[operation.dlq], operation))
+        except RefusedOperation as refused:
+            raise dg.Failure(description=str(refused)) from None
 
     @dg.op(description="Mark matching DLQ entries handled, with a reason, without replaying them.")
     def resolve_dlq_entries(context: dg.OpExecutionContext, config: ResolveConfig, lake: DeltaLakeResource) -> None:

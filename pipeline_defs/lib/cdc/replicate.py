@@ -90,6 +90,13 @@ class Replicator:
     run_id: str
     options: ReplicationOptions
 
+    def applied(self) -> dict[int, int]:
+        """Partition -> the next offset this group has applied (where a catch-up starts)."""
+        with self.postgres.connect(autocommit=True) as conn:
+            ensure_table(conn, self.spec, self.options.schema, self.options.soft_delete)
+            with unavailable_on_failure("read the applied offsets"):
+                return applied_offsets(conn, self.options.schema, self.group_id, self.spec.topic)
+
     def run(self, ranges: Sequence[OffsetRange]) -> ReplicationReport:
         report = ReplicationReport()
         with self.postgres.connect(autocommit=True) as conn:

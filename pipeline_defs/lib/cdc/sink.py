@@ -179,7 +179,7 @@ class _Batch:
         return self.result
 
     def _refused(self, item: _Item, refused: dict[int, RejectedRecord]) -> bool:
-        problem = refused.get(id(item.event)) or _structural_problem(item.event, self.spec, self.declared)
+        problem = refused.get(id(item.event)) or structural_problem(item.event, self.spec, self.declared)
         if problem:
             self.result.rejected.append((item.source, problem))
         return problem is not None
@@ -374,7 +374,7 @@ def _stage_row(row: _Collapsed, key: dict[str, Any], i: int, spec: TableSpec, da
     return [*keys, *(row.values.get(n) for n in names), expires, mask, row.writetime, row.delete, i]
 
 
-def _structural_problem(event: ChangeEvent, spec: TableSpec, data: set[str]) -> Optional[RejectedRecord]:
+def structural_problem(event: ChangeEvent, spec: TableSpec, data: set[str]) -> Optional[RejectedRecord]:
     """What makes an event unusable whatever the table holds (checked before any SQL)."""
     if event.table.pg_table != spec.pg_table:
         return RejectedRecord(INVALID, f"event for {event.table.pg_table}, not {spec.pg_table}")

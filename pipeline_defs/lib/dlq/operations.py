@@ -112,6 +112,7 @@ class Operation:
     launched_by: str
     dry_run: bool = False
     operation_id: str = ""  # stays the same when the operation is re-executed (root run id)
+    corrected_value: Optional[bytes] = None  # replay: the one selected entry's value, corrected by the operator
 
     @property
     def key(self) -> str:
@@ -139,13 +140,15 @@ def replay(
     op: Operation,
 ) -> OperationResult:
     """Put matching entries back on their pending path (retry count reset) and mark them
-    replayed; a dry run only lists them. Entries this operation left ``replaying`` (its run
+    replayed, one entry with the operator's ``corrected_value`` if given; a dry run only lists them. Entries this operation left ``replaying`` (its run
     died mid-way) are taken up again."""
     selected = entries(lake, spec, op.filters)
     unfinished = entries(lake, spec, DlqFilter(statuses=(REPLAYING,), max_count=MAX_SELECTION)).filter(
         pl.col("status_run_id") == op.key
     )
     selected = pl.concat([selected, unfinished]).unique(subset=["entry_id"], keep="first", maintain_order=True)
+    if op.corrected_value is not None and selected.height != 1:
+        return _refuse(lake, op, f"a corrected value replaces exactly one entry; the filters select {selected.height}")
     result = OperationResult(op, selected["entry_id"].to_list(), outcome="dry_run" if op.dry_run else "applied")
     if op.dry_run or not selected.height:
         write_audit(lake, result)
@@ -154,7 +157,8 @@ def replay(
     by_topic: dict[str, list[OutRecord]] = {}
     for row in selected.iter_rows(named=True):
         topic, record = spec.replay_record(row, resources, claims)
-        record = OutRecord(record.value, record.key, [*record.headers, (REPLAY_OF_HEADER, row["entry_id"].encode())])
+        value = record.value if op.corrected_value is None else op.corrected_value
+        record = OutRecord(value, record.key, [*record.headers, (REPLAY_OF_HEADER, row["entry_id"].encode())])
         by_topic.setdefault(topic, []).append(record)
     kafka = clusters[spec.replay_cluster]
     for topic, records in by_topic.items():
