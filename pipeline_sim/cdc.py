@@ -210,6 +210,7 @@ class CdcSource:
         self.clock_us = 1_720_000_000_000_000
         self.position = 0
         self.rows: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {s.topic: {} for s in specs}
+        self.order: dict[str, list[tuple[Any, ...]]] = {s.topic: [] for s in specs}  # for picking a row at random
         self.sent = 0
         self.last: Optional[Envelope] = None
 
@@ -229,15 +230,25 @@ class CdcSource:
             envelope = Envelope(self.last.topic, self.last.key, None, "tombstone")
         elif self.last and self.last.value is not None and not self.last.kind.startswith("dirty") and roll < 0.04:
             envelope = self.last._replace(kind="duplicate")
-        elif roll < 0.04 + self.dirty_rate:
+        elif 0.04 <= roll < 0.04 + self.dirty_rate:
             envelope = self._dirty(spec)
         elif not rows or roll < 0.35:
             envelope = self._insert(spec)
         else:
-            envelope = self._change(spec, rng.choice(list(rows)), roll)
+            envelope = self._change(spec, self._pick(spec.topic), roll)
         self.sent += 1
         self.last = envelope
         return envelope
+
+    def _pick(self, topic: str) -> tuple[Any, ...]:
+        """A live row, in O(1): ids of deleted rows linger in ``order`` until it is compacted."""
+        rows, order = self.rows[topic], self.order[topic]
+        if len(order) > 2 * len(rows) + 64:
+            order[:] = [row for row in order if row in rows]
+        while True:
+            row = self.rng.choice(order)
+            if row in rows:
+                return row
 
     def _columns(self, spec: TableSpec) -> list[ColumnSpec]:
         columns = list(spec.columns)
@@ -251,7 +262,10 @@ class CdcSource:
     def _insert(self, spec: TableSpec) -> Envelope:
         key = {n: self._value(spec.column(n).cql_type) for n in spec.primary_key}  # type: ignore[union-attr]
         cells = {c.name: (self._value(c.cql_type), None) for c in self._columns(spec) if c.name not in spec.primary_key}
-        self.rows[spec.topic][tuple(json.dumps(v) for v in key.values())] = key
+        row = tuple(json.dumps(v) for v in key.values())
+        if row not in self.rows[spec.topic]:
+            self.order[spec.topic].append(row)
+        self.rows[spec.topic][row] = key
         return self._build(spec, "c", key, cells, self.clock_us, "insert")
 
     def _change(self, spec: TableSpec, row: tuple[Any, ...], roll: float) -> Envelope:

@@ -48,6 +48,7 @@ def replicator(resources: Any, spec: TableSpec, run_id: str, backfill: bool = Fa
             stale_threshold_us=None if backfill else int(settings.stale_after_days * DAY_US),
             batch_events=settings.batch_events,
             max_record_failures=settings.max_record_failures,
+            start_at_plan=backfill,
         ),
     )
 

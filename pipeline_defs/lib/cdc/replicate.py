@@ -44,6 +44,7 @@ class ReplicationOptions:
     stale_threshold_us: Optional[int]  # None in backfill mode: history is applied without flags
     batch_events: int
     max_record_failures: int = 10
+    start_at_plan: bool = False  # a backfill's own group: a partition it never applied starts where planned
 
 
 @dataclass
@@ -103,17 +104,33 @@ class Replicator:
             ensure_table(conn, self.spec, self.options.schema, self.options.soft_delete)
             with unavailable_on_failure("read the applied offsets"):
                 applied = applied_offsets(conn, self.options.schema, self.group_id, self.spec.topic)
-            for batch in self.kafka.read_ranges(ranges, self.group_id, self.options.batch_events, READ_TIMEOUT_S):
-                # What a previous attempt committed is neither decoded nor dead-lettered again.
-                fresh = [m for m in batch if (m.offset() or 0) >= applied.get(m.partition() or 0, 0)]
-                report.already_applied += len(batch) - len(fresh)
-                if fresh:
-                    events, letters = self._decode(fresh, report)
-                    self.validation.send(letters)  # before the commit: a retried batch may send them twice, never lose them
-                    self._apply(conn, fresh, events, report)
-                if len(fresh) < len(batch):
-                    self.kafka.commit_offsets(self.group_id, next_offsets(batch))
+            unread, report.already_applied = self._unread(ranges, applied)
+            for batch in self.kafka.read_ranges(unread, self.group_id, self.options.batch_events, READ_TIMEOUT_S):
+                events, letters = self._decode(batch, report)
+                self.validation.send(letters)  # before the commit: a retried batch may send them twice, never lose them
+                self._apply(conn, batch, events, report)
         return report
+
+    def _unread(self, ranges: Sequence[OffsetRange], applied: dict[int, int]) -> tuple[list[OffsetRange], int]:
+        """Each range read from the offset the group has applied up to (everything below it is in
+        PostgreSQL), so a later range that runs first covers an earlier one instead of hiding it.
+        A partition never applied starts at the group's committed offset, else the log start, or,
+        for a backfill's own group, at the planned start. Also: how many planned offsets were applied."""
+        marks = dict(applied)
+        unseen = sorted({r.partition for r in ranges} - marks.keys())
+        if unseen and self.options.start_at_plan:
+            marks.update({p: min(r.start for r in ranges if r.partition == p) for p in unseen})
+        elif unseen:
+            timeout = self.kafka.connection.request_timeout_s
+            committed = self.kafka.committed_offsets(self.group_id, self.spec.topic, unseen, timeout)
+            if len(committed) < len(unseen):
+                states = self.kafka.partition_states(self.spec.topic, timeout)
+                committed = {p: committed.get(p, states[p].low) for p in unseen}
+            marks.update(committed)
+        already = sum(max(0, min(r.end, marks[r.partition]) - r.start) for r in ranges)
+        return [
+            OffsetRange(r.topic, r.partition, marks[r.partition], r.end) for r in ranges if marks[r.partition] < r.end
+        ], already
 
     def _apply(
         self, conn: psycopg.Connection, batch: list[Message], events: dict[Source, ChangeEvent], report: ReplicationReport
