@@ -123,7 +123,10 @@ def test_every_delta_writer_fed_by_kafka_has_a_pool_and_every_kafka_table_a_heal
         "claimx_attachments",
         "dlq_xact_events",
     }
-    assert defs.resolve_sensor_def("run_failure_alert_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    fresh = {key.asset_key.path[-1] for key in graph.asset_check_keys if key.name == "freshness_check"}
+    assert fresh == health  # Dagster's freshness check beside each consumer check, evaluated by its sensor
+    for sensor in ("run_failure_alert_sensor", "asset_check_failure_alert_sensor", "freshness_checks_sensor"):
+        assert defs.resolve_sensor_def(sensor).default_status == dg.DefaultSensorStatus.RUNNING
     reset = defs.resolve_job_def("kafka_offsets_reset_job")
     (op,) = reset.all_node_defs
     assert {"table", "topic", "partitions", "to", "confirm"} <= config_fields(op)

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import dagster as dg
 import pytest
 
-from pipeline_defs.defs.health.alerts import run_failure_alert_sensor
+from pipeline_defs.defs.health.alerts import asset_check_failure_alert_sensor, run_failure_alert_sensor
 from pipeline_defs.defs.xact.assets import xact_events
 from pipeline_defs.defs.xact.sensors import xact_events_kafka_sensor
 from pipeline_defs.lib.health.alerts import AlertWebhookResource
@@ -190,3 +190,43 @@ def test_a_failed_run_is_posted_to_the_webhook_as_a_teams_card(instance, webhook
 def test_without_a_webhook_the_alert_is_logged(caplog):
     assert AlertWebhookResource().post({"type": "message"}) is False
     assert "no webhook configured" in caplog.text
+
+
+@pytest.fixture
+def consolidated_instance(tmp_path):
+    """An instance whose event log is one store, as PostgreSQL's is in deployments (the default test
+    instance shards it per run, which cannot be read across runs by storage id)."""
+    storage = {
+        "module": "dagster.core.storage.event_log",
+        "class": "ConsolidatedSqliteEventLogStorage",
+        "config": {"base_dir": str(tmp_path / "events")},
+    }
+    with dg.instance_for_test(overrides={"event_log_storage": storage}) as test_instance:
+        yield test_instance
+
+
+def test_a_failed_asset_check_is_posted_once_and_history_is_not(consolidated_instance, webhook):
+    instance = consolidated_instance
+    @dg.asset(check_specs=[dg.AssetCheckSpec("rows_match", asset="ledger")])
+    def ledger() -> dg.MaterializeResult:
+        return dg.MaterializeResult(
+            check_results=[dg.AssetCheckResult(check_name="rows_match", passed=False, metadata={"missing_rows": 3})]
+        )
+
+    dg.materialize([ledger], instance=instance)  # before the sensor's first tick: history
+    context = dg.build_sensor_context(
+        instance=instance, resources={"alert_webhook": AlertWebhookResource(url=webhook, dagster_url="http://dagster.example")}
+    )
+    first = asset_check_failure_alert_sensor.evaluate_tick(context)
+    assert Receiver.posts == [] and first.cursor
+    run = dg.materialize([ledger], instance=instance)
+    context.update_cursor(first.cursor)
+    second = asset_check_failure_alert_sensor.evaluate_tick(context)
+    (message,) = Receiver.posts
+    card = message["attachments"][0]["content"]
+    facts = {f["title"]: f["value"] for f in card["body"][-1]["facts"]}
+    assert card["body"][0]["text"] == "Asset check failed (ERROR): ledger rows_match"
+    assert facts["run"] == run.run_id and facts["missing_rows"] == "3"
+    context.update_cursor(second.cursor)
+    asset_check_failure_alert_sensor.evaluate_tick(context)
+    assert len(Receiver.posts) == 1  # once each
