@@ -17,10 +17,13 @@ from typing import Any
 
 from bench.attachments import concurrency_sweep
 from bench.backlog import backlog
+from bench.cdc import latency as cdc_latency
+from bench.cdc import throughput as cdc_throughput
 from bench.claimx import enrichment
 from bench.eventhouse import poller_throughput
 from bench.ingest import ceiling, latency, sustained_ingest
 from bench.memory import peak_for_sizes
+from bench.ops import ops
 from bench.report import RESULTS, load, save
 from bench.streaming import drain, idle, soak, under_load
 from bench.validation import validation_cost
@@ -53,6 +56,15 @@ BENCHMARKS: dict[str, Callable[[LocalStack], dict[str, Any]]] = {
     "memory": lambda s: {"streaming_memory": peak_for_sizes(s, [64 * 1024, 200 * MIB, 2048 * MIB])},
     # issue: >= 5,000 events/s from the Kusto double into events.raw; 300k rows a case
     "eventhouse": lambda s: {"eventhouse_poller": poller_throughput(s, 300_000)},
+    # issue: >= 5,000 change events/s into PostgreSQL through sensor -> runs, and p95 change -> visible
+    # <= 30 s at 1,000/s. The default ingest.max_runs_in_flight (2): two runs of a table may be in
+    # flight, each reading its ranges from the offset the table's group has applied up to.
+    "cdc": lambda s: {
+        "cdc_throughput": cdc_throughput(s, 600_000, max_events_per_run=200_000, batch_events=10_000),
+        "cdc_latency": cdc_latency(s, rate=1_000, seconds=120, batch_events=10_000),
+    },
+    # issue: one /metrics scrape < 1 s with 40 topics x 6 partitions (the ops service)
+    "ops": ops,
 }
 
 

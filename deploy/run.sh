@@ -64,6 +64,11 @@ export CLAIMX_API_TOKEN=${CLAIMX_API_TOKEN:-local-development-token}
   --source "${SOURCE/eventhub/kafka}" --kusto-port "${KUSTO_PORT:-8768}" >"$STACK_DIR/simulator.log" 2>&1 &
 SIM_PID=$!
 trap 'kill $SIM_PID 2>/dev/null || true' EXIT
+# The metrics and health service (pipeline_defs/ops): /metrics, /health/live, /health/ready
+.venv/bin/python -m pipeline_defs.ops --port "${OPS_PORT:-9464}" >"$STACK_DIR/ops.log" 2>&1 &
+OPS_PID=$!
+trap 'kill $SIM_PID $OPS_PID 2>/dev/null || true' EXIT
+echo "[run] metrics and health on http://127.0.0.1:${OPS_PORT:-9464}/metrics and /health/ready (log: $STACK_DIR/ops.log)"
 echo "[run] simulator sending ${SIM_RATE:-20} XACT and ${SIM_CLAIMX_RATE:-5} ClaimX events/s into $SOURCE (log: $STACK_DIR/simulator.log)"
 echo "[run] Delta tables under $PIPELINE_STORAGE__LAKE_ROOT; attachments in Azurite container 'files'"
 .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}"

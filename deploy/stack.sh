@@ -54,11 +54,29 @@ ensure_debian_packages() {
   [[ -n "$(pg_bin)" ]] || missing+=(postgresql)
   [[ -x /usr/sbin/pgbouncer ]] || missing+=(pgbouncer)
   python3 -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null || missing+=(python3.11 python3.11-venv)
-  ((${#missing[@]} == 0)) && return
-  [[ $(id -u) == 0 ]] || die "missing ${missing[*]}; install them (apt-get) and rerun"
-  log "installing Debian packages: ${missing[*]}"
+  # Prometheus and Alertmanager, for the alert-rule tests (deploy/prometheus/): the tests run the
+  # binaries on ports and data dirs of their own, never the packages' services (held off below).
+  local monitoring=()
+  [[ -x /usr/bin/promtool && -x /usr/bin/prometheus ]] || monitoring+=(prometheus)
+  [[ -x /usr/bin/prometheus-alertmanager ]] || monitoring+=(prometheus-alertmanager)
+  ((${#missing[@]} + ${#monitoring[@]} == 0)) && return
+  [[ $(id -u) == 0 ]] || die "missing ${missing[*]} ${monitoring[*]}; install them (apt-get) and rerun"
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" </dev/null
+  if ((${#missing[@]})); then
+    log "installing Debian packages: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" </dev/null
+  fi
+  if ((${#monitoring[@]})); then
+    log "installing Debian packages (services not started): ${monitoring[*]}"
+    local policy=/usr/sbin/policy-rc.d own_policy=0
+    if [[ ! -e $policy ]]; then  # deny service starts during the install (invoke-rc.d, deb-systemd-invoke)
+      printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
+    fi
+    local status=0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${monitoring[@]}" </dev/null || status=$?
+    if ((own_policy)); then rm -f "$policy"; fi
+    ((status == 0)) || die "installing ${monitoring[*]} failed"
+  fi
 }
 
 install() {

@@ -207,6 +207,7 @@ def consolidated_instance(tmp_path):
 
 def test_a_failed_asset_check_is_posted_once_and_history_is_not(consolidated_instance, webhook):
     instance = consolidated_instance
+
     @dg.asset(check_specs=[dg.AssetCheckSpec("rows_match", asset="ledger")])
     def ledger() -> dg.MaterializeResult:
         return dg.MaterializeResult(

@@ -1,0 +1,136 @@
+"""Readiness probes of the systems the pipeline needs: Kafka (the pipeline's cluster, and the
+source cluster when it is another), storage (the Delta lake root), the Dagster instance (its run
+storage), and the ClaimX API (any HTTP answer below 500 means it is there). Each probe runs in
+its own thread with a deadline and reports up/down, its latency and the error; an error names
+the exception and its message, never a credential (none is ever put in one)."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from pipeline_defs.lib.delta.resource import DeltaLakeResource
+from pipeline_defs.lib.kafka.resource import KafkaResource
+
+Probe = Callable[[], None]  # raises when the component is not usable
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    component: str
+    up: bool
+    latency_s: float
+    error: Optional[str] = None
+
+    def as_json(self) -> dict[str, object]:
+        return {"up": self.up, "latency_s": round(self.latency_s, 4), "error": self.error}
+
+
+def kafka_probe(kafka: KafkaResource, timeout_s: float, topic: Optional[str] = None) -> Probe:
+    """Broker metadata (of ``topic`` only, when given: a cluster's full metadata can be large)."""
+
+    def probe() -> None:
+        metadata = kafka.admin().list_topics(topic=topic, timeout=timeout_s)
+        if not metadata.brokers:
+            raise RuntimeError(f"{kafka.connection.bootstrap_servers}: no broker in the metadata")
+
+    return probe
+
+
+def storage_probe(lake: DeltaLakeResource, table: str, timeout_s: float) -> Probe:
+    """Opens a table's log; "no such table" still proves the storage answered."""
+
+    def probe() -> None:
+        if not lake.is_remote:
+            root = Path(lake.table_uri(table)).parent
+            if not root.parent.exists():
+                raise FileNotFoundError(f"lake root's parent {root.parent} does not exist")
+            return
+        options = {**lake.storage_options(), "timeout": f"{max(int(timeout_s), 1)}s", "max_retries": "0"}
+        try:
+            DeltaTable(lake.table_uri(table), storage_options=options)
+        except TableNotFoundError:
+            return
+
+    return probe
+
+
+def dagster_probe(instance: dg.DagsterInstance) -> Probe:
+    def probe() -> None:
+        instance.get_runs_count(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
+
+    return probe
+
+
+def http_probe(url: str, timeout_s: float) -> Probe:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"not an http(s) URL: {url[:100]}")
+
+    def probe() -> None:
+        request = urllib.request.Request(url, method="GET")  # noqa: S310 - http(s) only, checked above
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as answer:  # noqa: S310
+                status = answer.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        if status >= 500:
+            raise RuntimeError(f"HTTP {status}")
+
+    return probe
+
+
+_CREDENTIALS = re.compile(r"(?i)(://)[^/@\s]+@|((?:password|passwd|pwd|accountkey|sig|token)=)[^&;\s'\"]+")
+
+
+def redact(text: str) -> str:
+    """``text`` without what looks like a credential (user:password@ in a URL, password=,
+    AccountKey=, sig= or token= values): an error may quote a connection string."""
+    return _CREDENTIALS.sub(lambda m: f"{m.group(1)}***@" if m.group(1) else f"{m.group(2)}***", text)
+
+
+def describe_error(exc: BaseException) -> str:
+    return redact(f"{type(exc).__name__}: {str(exc)[:300]}")
+
+
+class HealthChecker:
+    def __init__(self, probes: Mapping[str, Probe], timeout_s: float = 3.0) -> None:
+        self.probes = dict(probes)
+        self.timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=max(len(self.probes), 1) * 2, thread_name_prefix="ops-probe")
+
+    def check(self) -> list[ProbeResult]:
+        started = {name: time.monotonic() for name in self.probes}
+        futures = {name: self._pool.submit(self._timed, probe) for name, probe in self.probes.items()}
+        results = []
+        for name, future in futures.items():
+            remaining = max(started[name] + self.timeout_s - time.monotonic(), 0.0)
+            try:
+                latency, error = future.result(timeout=remaining)
+            except FutureTimeout:
+                latency, error = self.timeout_s, f"no answer within {self.timeout_s} s"
+            results.append(ProbeResult(name, error is None, latency, error))
+        return results
+
+    @staticmethod
+    def _timed(probe: Probe) -> tuple[float, Optional[str]]:
+        started = time.monotonic()
+        try:
+            probe()
+        except Exception as exc:  # noqa: BLE001 - whatever fails, the component is down; say why
+            return time.monotonic() - started, describe_error(exc)
+        return time.monotonic() - started, None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
