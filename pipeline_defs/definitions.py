@@ -4,12 +4,13 @@ policies. Built when Dagster loads the location, not at import: settings are rea
 import dagster as dg
 
 from pipeline_defs.domains import DOMAINS, PipelineSettings, build_resources
+from pipeline_defs.lib.policies import ingestion_days_from, partitions_start, with_ingestion_days
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     settings = PipelineSettings()
-    return dg.Definitions.merge(
+    merged = dg.Definitions.merge(
         *(domain.defs for domain in DOMAINS),
         *(domain.build(settings) for domain in DOMAINS if domain.build),
         dg.Definitions(
@@ -19,3 +20,5 @@ def defs() -> dg.Definitions:
             executor=dg.in_process_executor,
         ),
     )
+    # Daily partitions from the deployment's first day, not from a fixed date years back.
+    return with_ingestion_days(merged, ingestion_days_from(partitions_start(settings)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
@@ -143,6 +144,10 @@ class CoreSettings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     ingest: IngestSettings = IngestSettings()
     alerts: AlertSettings = AlertSettings()
+    # First day of the daily ingestion partitions (PIPELINE_PARTITIONS_START=2026-01-15). Unset: the
+    # day the deployment first loaded, kept in the Dagster instance (lib/policies.partitions_start),
+    # so a new installation shows no years of "missing" days and "backfill all missing" is real work.
+    partitions_start: Optional[date] = None
 
     @classmethod
     def settings_customise_sources(
