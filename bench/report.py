@@ -123,7 +123,7 @@ def targets(results: dict) -> list[dict]:
                 "met": case["events_per_s"] >= 5_000,
             }
         )
-    rows += streaming_targets(results) + cdc_targets(results)
+    rows += streaming_targets(results) + cdc_targets(results) + scaleout_targets(results)
     faults = results.get("faults")
     if faults:
         rows.append(
@@ -258,7 +258,7 @@ def cdc_targets(results: dict) -> list[dict]:
                 f"sensor -> runs (daemon, {drained['runs']} runs), first sensor-planned run to all committed, events/s",
                 "measured": drained["events_per_s"],
                 "target": ">= 5,000",
-                "met": drained["events_per_s"] >= 5_000 and drained["applied"].get("already_applied", 0) == 0,
+                "met": drained["events_per_s"] >= 5_000 and drained.get("behind_log_end") == 0,  # every offset applied
             }
         )
         rows.append(
@@ -277,6 +277,21 @@ def cdc_targets(results: dict) -> list[dict]:
         )
         rows += _latency_row(label, steady, 30, None)
     return rows
+
+
+def scaleout_targets(results: dict) -> list[dict]:
+    """Concurrent writer runs of xact_events on disjoint partitions: throughput and exactly once."""
+    return [
+        {
+            "figure": f"14. scale-out: {case['events']:,} events, {case['writers']} concurrent writer run(s) of xact_events "
+            f"on {case['partitions']} partitions (disjoint sets), launch to all exited, events/s "
+            f"[in steps]; commit conflicts",
+            "measured": f"{case['events_per_s']:,} [{case['events_per_s_in_steps']:,}]; {case['commit_conflicts']}",
+            "target": "rows = events, no offset twice, watermarks at the ends",
+            "met": case["correct"],
+        }
+        for case in results.get("scaleout", [])
+    ]
 
 
 def write_markdown(results: dict, path: Path) -> None:
@@ -325,6 +340,11 @@ def write_markdown(results: dict, path: Path) -> None:
         (
             "cdc_latency",
             "CDC replication: produce call -> first poll (every 0.15 s) of _cdc_offsets past the record, daemon running",
+        ),
+        (
+            "scaleout",
+            "Scale-out: concurrent writer runs of xact_events (dagster job execute, one process each) on disjoint "
+            "Kafka partitions, pool limit = writers",
         ),
     ]
     for key, title in sections:

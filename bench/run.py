@@ -25,6 +25,7 @@ from bench.ingest import ceiling, latency, sustained_ingest
 from bench.memory import peak_for_sizes
 from bench.ops import ops
 from bench.report import RESULTS, load, save
+from bench.scaleout import scaleout
 from bench.streaming import drain, idle, soak, under_load
 from bench.validation import validation_cost
 from pipeline_defs_tests.support.stack import BENCH_STACK, LocalStack
@@ -65,6 +66,9 @@ BENCHMARKS: dict[str, Callable[[LocalStack], dict[str, Any]]] = {
     },
     # issue: one /metrics scrape < 1 s with 40 topics x 6 partitions (the ops service)
     "ops": ops,
+    # issue "Scale-out": 1, 2, 4 concurrent writer runs of xact_events on disjoint partitions of an
+    # 8-partition topic (and 2 on 4 partitions), 600k events each, three rounds; conflicts and exactly-once checked
+    "scaleout": lambda s: {"scaleout": scaleout(s, 600_000, partitions=8, writers=(1, 2, 4), few_partitions=4, repeats=3)},
 }
 
 
