@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -29,20 +30,42 @@ ingestion_days = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone=
 # Where the first day is kept: the instance's key-value store (PostgreSQL in a deployment).
 PARTITIONS_START_KEY = "pipeline_defs/partitions_start"
 
+_LOG = logging.getLogger(__name__)
+
 
 def ingestion_days_from(start: date) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=start.isoformat(), timezone="UTC", end_offset=1)
 
 
 def first_load_day(instance: dg.DagsterInstance, today: date) -> date:
-    """The day stored in ``instance``, storing ``today`` first if none is. Two processes loading
-    for the first time at once both store the same day (bar a midnight race) and both re-read."""
-    storage = instance.run_storage
-    stored = storage.get_cursor_values({PARTITIONS_START_KEY}).get(PARTITIONS_START_KEY)
+    """The day stored in ``instance``; when none is, the day of its earliest run (an installation
+    upgraded to this code keeps its older partitions in view), else ``today``, stored first. Two
+    processes loading for the first time at once store the same day (bar a midnight race) and
+    both re-read. A stored day that does not parse or lies after ``today`` (a hand edit) counts
+    as none: one bad row must not stop the code location from loading."""
+    stored = _stored_day(instance, today)
+    if stored is not None:
+        return stored
+    first_runs = instance.get_run_records(limit=1, ascending=True)  # by id: the first run created
+    day = min(first_runs[0].create_timestamp.astimezone(UTC).date(), today) if first_runs else today
+    instance.run_storage.set_cursor_values({PARTITIONS_START_KEY: day.isoformat()})
+    return _stored_day(instance, today) or day
+
+
+def _stored_day(instance: dg.DagsterInstance, today: date) -> Optional[date]:
+    stored = instance.run_storage.get_cursor_values({PARTITIONS_START_KEY}).get(PARTITIONS_START_KEY)
     if stored is None:
-        storage.set_cursor_values({PARTITIONS_START_KEY: today.isoformat()})
-        stored = storage.get_cursor_values({PARTITIONS_START_KEY}).get(PARTITIONS_START_KEY, today.isoformat())
-    return date.fromisoformat(stored)
+        return None
+    try:
+        day = date.fromisoformat(stored)
+    except ValueError:
+        day = None
+    if day is None or day > today:
+        _LOG.warning(
+            f"{PARTITIONS_START_KEY}={stored!r} in the Dagster instance is not a day up to today ({today}); replacing it"
+        )
+        return None
+    return day
 
 
 def _eventhouse_backfill_day(settings: CoreSettings) -> Optional[date]:
@@ -57,13 +80,24 @@ def _eventhouse_backfill_day(settings: CoreSettings) -> Optional[date]:
 
 def partitions_start(settings: CoreSettings, today: Optional[date] = None) -> date:
     """The first ingestion day: ``partitions_start`` when set, else the day the deployment first
-    loaded this code location, kept in the Dagster instance so the webserver, daemon, code servers
+    ran (``first_load_day``), kept in the Dagster instance so the webserver, daemon, code servers
     and run workers on every machine agree on it and it outlives restarts and new images. Without
     ``DAGSTER_HOME`` (an ephemeral instance, unit tests) there is no history: today. An instance
-    that cannot be read fails the load, rather than guess a day other processes would not share."""
+    that cannot be read fails the load, rather than guess a day other processes would not share.
+
+    A configured day after today fails the load: the partitions would have no key for today's
+    runs, so every run the sensors plan would fail. It is a typo (a wrong year) more likely than
+    a plan, and clamping it to today would move the first day forward, hiding yesterday, every
+    day until the configured one. Checked here, not in the settings model, so the ops service and
+    the DLQ CLI, which share the settings, still start."""
     today = today or datetime.now(UTC).date()
     if settings.partitions_start is not None:
         start = settings.partitions_start
+        if start > today:
+            raise ValueError(
+                f"settings: partitions_start (PIPELINE_PARTITIONS_START) is {start}, after today ({today}, UTC);"
+                " set a day up to today, or unset it to start at the deployment's first day"
+            )
     elif os.environ.get("DAGSTER_HOME"):
         with dg.DagsterInstance.get() as instance:
             start = first_load_day(instance, today)

@@ -144,9 +144,10 @@ class CoreSettings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     ingest: IngestSettings = IngestSettings()
     alerts: AlertSettings = AlertSettings()
-    # First day of the daily ingestion partitions (PIPELINE_PARTITIONS_START=2026-01-15). Unset: the
-    # day the deployment first loaded, kept in the Dagster instance (lib/policies.partitions_start),
-    # so a new installation shows no years of "missing" days and "backfill all missing" is real work.
+    # First day of the daily ingestion partitions (PIPELINE_PARTITIONS_START=2026-01-15; a day after
+    # today fails the load). Unset: the day the deployment first ran, kept in the Dagster instance
+    # (lib/policies.partitions_start), so a new installation shows no years of "missing" days and
+    # "backfill all missing" is real work.
     partitions_start: Optional[date] = None
 
     @classmethod

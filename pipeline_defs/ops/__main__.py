@@ -46,16 +46,18 @@ def probes(targets: Targets, instance: dg.DagsterInstance, timeout_s: float) -> 
 
 
 def _instance(log: logging.Logger, attempts: int = 10, wait_s: float = 3.0) -> dg.DagsterInstance:
-    """The instance of ``DAGSTER_HOME``; its storage may still be starting with the stack."""
-    for attempt in range(1, attempts + 1):
+    """The instance of ``DAGSTER_HOME``. Its PostgreSQL may still be starting with the stack, which
+    dagster-postgres waits only seconds for, so connection failures are retried; a Dagster error
+    (no ``DAGSTER_HOME``, a bad ``dagster.yaml``) is configuration that waiting does not fix."""
+    for _ in range(attempts - 1):
         try:
             return dg.DagsterInstance.get()
         except Exception as exc:
-            if attempt == attempts:
+            if isinstance(exc, dg.DagsterError):
                 raise
             log.warning(f"Dagster instance not available yet ({describe_error(exc)}); again in {wait_s} s")
             time.sleep(wait_s)
-    raise AssertionError("unreachable")
+    return dg.DagsterInstance.get()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
