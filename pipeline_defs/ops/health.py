@@ -2,7 +2,8 @@
 source cluster when it is another), storage (the Delta lake root), the Dagster instance (its run
 storage), and the ClaimX API (any HTTP answer below 500 means it is there). Each probe runs in
 its own thread with a deadline and reports up/down, its latency and the error; an error names
-the exception and its message, never a credential (none is ever put in one)."""
+the exception and its message, with whatever looks like a credential redacted (a client library
+may quote its config or connection string)."""
 
 from __future__ import annotations
 
@@ -91,17 +92,40 @@ def http_probe(url: str, timeout_s: float) -> Probe:
     return probe
 
 
-_CREDENTIALS = re.compile(r"(?i)(://)[^/@\s]+@|((?:password|passwd|pwd|accountkey|sig|token)=)[^&;\s'\"]+")
+# A quoted value ends at its closing quote only where a value would end (else it is one unquoted run).
+_QUOTED = r"""(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')(?=[\s,;&)}\]]|$)"""
+_CREDENTIAL_KEY = (
+    r"[\w.-]*(?:passw(?:or)?d|pwd|secret|token|api[_-]?key|accountkey|sharedaccess(?:key|signature)|sig|authorization)"
+)
+_REDACTIONS = (
+    # Teams incoming webhooks, Logic Apps and Power Automate workflows: path and query are the credential
+    (
+        re.compile(r"(?i)(https?://[\w.-]*(?:webhook\.office\.com|logic\.azure\.com|api\.powerplatform\.com)(?::\d+)?)[/?]\S*"),
+        r"\1/***",
+    ),
+    # Bearer <token>, first: the key rule below would take "Bearer" itself as the value of Authorization:
+    (re.compile(r"(?i)\b(bearer\s+)\S+"), r"\1***"),
+    # key=value, key: value, 'key': 'value', "key": "value" (dict reprs, JSON, YAML, query and connection strings)
+    (
+        re.compile(rf"(?i)((?<![\w.-]){_CREDENTIAL_KEY}['\"]?\s*[:=]\s*(?:(?:bearer|basic)\s+)?)(?:{_QUOTED}|[^\s;&]+)"),
+        r"\1***",
+    ),
+    # user:password@ in a URL up to the last '@' (a password may hold '@' or '/'), or any user@
+    (re.compile(r"://(?:[^\s/:@]*:\S*|[^\s/]*)@"), "://***@"),
+)
 
 
 def redact(text: str) -> str:
-    """``text`` without what looks like a credential (user:password@ in a URL, password=,
-    AccountKey=, sig= or token= values): an error may quote a connection string."""
-    return _CREDENTIALS.sub(lambda m: f"{m.group(1)}***@" if m.group(1) else f"{m.group(2)}***", text)
+    """``text`` without what looks like a credential: an error may quote a connection string, a
+    client's config or a webhook URL. Meant for short texts (error messages)."""
+    for pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def describe_error(exc: BaseException) -> str:
-    return redact(f"{type(exc).__name__}: {str(exc)[:300]}")
+    """Redacted before it is cut: a cut could split a credential from the text that marks it."""
+    return redact(f"{type(exc).__name__}: {str(exc)[:5000]}")[:300]
 
 
 class HealthChecker:

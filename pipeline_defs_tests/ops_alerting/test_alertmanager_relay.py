@@ -1,12 +1,15 @@
 """The Alertmanager-to-Teams relay (pipeline_defs.lib.health.alertmanager_relay): the card it
-makes of Alertmanager's webhook payload, and its HTTP answers."""
+makes of Alertmanager's webhook payload, and its HTTP answers, also to hostile clients (deep
+nesting, stalled bodies, more requests than it takes at once)."""
 
 from __future__ import annotations
 
 import contextlib
 import http.client
 import json
+import socket
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -122,8 +125,8 @@ def teams() -> Iterator[WebhookSink]:
 
 
 @contextlib.contextmanager
-def relay_for(url: str | None) -> Iterator[str]:
-    server = RelayServer(("127.0.0.1", 0), AlertWebhookResource(url=url, timeout_s=5), RUNBOOKS)
+def relay_for(url: str | None, **options: Any) -> Iterator[str]:
+    server = RelayServer(("127.0.0.1", 0), AlertWebhookResource(url=url, timeout_s=5), RUNBOOKS, **options)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -187,3 +190,60 @@ def test_without_a_webhook_the_card_is_logged(caplog: pytest.LogCaptureFixture) 
     with relay_for(None) as url, caplog.at_level("WARNING"):
         assert post(url, json.dumps(payload(alert("a.example"))).encode()) == 200
     assert "PipelineCircuitBreakerOpen" in caplog.text
+
+
+def test_any_nesting_is_answered(relay: str, teams: WebhookSink) -> None:
+    """Too deep for the decoder is a 400; just shallow enough is a card (either way, an answer)."""
+    assert post(relay, b"[" * 200_000) == 400
+    assert post(relay, b'{"alerts": [' + b"[" * 100_000 + b"]}") == 400
+    for depth in (900, 990, 1100):
+        label = b"[" * depth + b"]" * depth
+        assert post(relay, b'{"alerts": [{"labels": {"x": ' + label + b"}}]}") in (200, 400)
+
+
+def stalled(url: str, request: bytes) -> socket.socket:
+    """A client that sends ``request`` and then nothing."""
+    host, port = urllib.parse.urlsplit(url).netloc.split(":")
+    client = socket.create_connection((host, int(port)), timeout=30)
+    client.sendall(request)
+    return client
+
+
+STALLED_BODY = b"POST /alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n{"
+STALLED_HEADERS = b"POST /alertmanager HTTP/1.1\r\nHost: x\r\nContent-Len"
+
+
+def wait_for_threads(expected: int, bound_s: float = 30.0) -> None:
+    deadline = time.monotonic() + bound_s
+    while threading.active_count() != expected:
+        assert time.monotonic() < deadline, f"{threading.active_count()} threads, expected {expected}"
+        time.sleep(0.05)
+
+
+def test_a_stalled_client_is_dropped_and_its_thread_ends() -> None:
+    with relay_for(None, request_timeout_s=0.3) as url:
+        baseline = threading.active_count()
+        clients = [stalled(url, STALLED_BODY) for _ in range(5)] + [stalled(url, STALLED_HEADERS) for _ in range(5)]
+        try:
+            answers = [client.recv(100) for client in clients]  # the relay speaks or hangs up first
+        finally:
+            for client in clients:
+                client.close()
+        assert all(answer.startswith(b"HTTP/1.0 408 ") for answer in answers[:5])
+        assert all(answer == b"" or b" 408 " in answer for answer in answers[5:])
+        wait_for_threads(baseline)
+
+
+def test_over_the_cap_a_request_gets_503_at_once(relay: str, teams: WebhookSink) -> None:
+    with relay_for(teams.url, max_concurrent=2, request_timeout_s=60) as url:
+        baseline = threading.active_count()
+        clients = [stalled(url, STALLED_BODY) for _ in range(2)]
+        try:
+            wait_for_threads(baseline + 2)
+            assert post(url, json.dumps(payload(alert("a.example"))).encode()) == 503
+            assert teams.received.empty()
+        finally:
+            for client in clients:
+                client.close()
+        wait_for_threads(baseline)  # the slots are free again
+        assert post(url, json.dumps(payload(alert("a.example"))).encode()) == 200
