@@ -1,14 +1,18 @@
 """The Prometheus collector: everything is read when Prometheus scrapes, each part behind a
 time-to-live cache so frequent scrapes stay cheap (Kafka offsets ``kafka_ttl_s``, DLQ views and
-run counts ``slow_ttl_s``, health ``health_ttl_s``; the event log is read incrementally on every
-scrape). A part that cannot be read is left out of that scrape and reported by
+queued runs ``slow_ttl_s``, health ``health_ttl_s``; the event log is read incrementally on every
+scrape). The parts are read side by side, each in its own thread, and a scrape waits for them
+at most ``deadline_s``. A part that cannot be read, or hangs (its next scrapes wait for the same
+call, never start another), is left out of that scrape and reported by
 ``pipeline_ops_source_up{source}`` = 0; the others are still exposed."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,7 +26,8 @@ from pipeline_defs.lib.dlq.health import health as dlq_health
 from pipeline_defs.ops import names
 from pipeline_defs.ops.health import HealthChecker, ProbeResult, describe_error
 from pipeline_defs.ops.kafka_lag import LagReader, LagSnapshot
-from pipeline_defs.ops.tally import Tally, TallyReader
+from pipeline_defs.ops.single_flight import SingleFlight
+from pipeline_defs.ops.tally import Tally, TallyReader, newer_than
 from pipeline_defs.ops.targets import Targets
 
 _LOG = logging.getLogger(__name__)
@@ -50,21 +55,33 @@ class Ttls:
     kafka_s: float = 5.0
     slow_s: float = 30.0
     health_s: float = 10.0
+    deadline_s: float = 5.0  # a scrape's longest wait for its parts (Prometheus' scrape_timeout is 10 s)
+    stale_after_s: float = 3600.0  # reported gauges (latency, replication lag, breakers) older than this are dropped
 
 
-@dataclass(frozen=True)
-class RunCounts:
-    queued: dict[str, int]
-    failed: dict[str, int]
-
-
-def run_counts(instance: dg.DagsterInstance, jobs: list[str]) -> RunCounts:
-    """Queued runs per job (few: one query), failed runs per job (a count query per job)."""
+def queued_runs(instance: dg.DagsterInstance, jobs: list[str]) -> dict[str, int]:
+    """Queued runs per job (few: one query)."""
     queued = dict.fromkeys(jobs, 0)
     for record in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED])):
         queued[record.dagster_run.job_name] = queued.get(record.dagster_run.job_name, 0) + 1
-    failed = {job: instance.get_runs_count(dg.RunsFilter(job_name=job, statuses=[dg.DagsterRunStatus.FAILURE])) for job in jobs}
-    return RunCounts(queued, failed)
+    return queued
+
+
+def pending_by_asset(snapshot: LagSnapshot, group_prefix: str, delayed: set[str], assets: set[str]) -> dict[str, int]:
+    """Messages due for each asset: its consumer group's (``<prefix><asset>``) lag, retry
+    topics left out (their records wait out a delay before anyone should take them)."""
+    pending = dict.fromkeys(sorted(assets), 0)
+    for (group, topic, _), value in snapshot.lag.items():
+        asset = group.removeprefix(group_prefix)
+        if group.startswith(group_prefix) and asset in assets and topic not in delayed:
+            pending[asset] += value
+    return pending
+
+
+def _timed(part: Callable[[], Iterator[Metric]]) -> tuple[list[Metric], float]:
+    started = time.monotonic()
+    metrics = list(part())
+    return metrics, time.monotonic() - started
 
 
 class OpsCollector(Collector):
@@ -79,13 +96,22 @@ class OpsCollector(Collector):
         self.targets = targets
         self.instance = instance
         self.health = health
+        self.ttls = ttls
         self._lock = threading.Lock()
         self._readers = [LagReader(c, targets.group_prefix) for c in targets.clusters]
         self._lag = [Cached(reader.read, ttls.kafka_s) for reader in self._readers]
         self._dlq = Cached(lambda: {s.name: dlq_health(targets.lake, s, dlq_window) for s in targets.dlq_views}, ttls.slow_s)
-        self._runs = Cached(lambda: run_counts(instance, targets.jobs), ttls.slow_s)
+        self._runs = Cached(lambda: queued_runs(instance, targets.jobs), ttls.slow_s)
         self._health = Cached(health.check, ttls.health_s)
-        self._tally = TallyReader(instance, targets.assets)
+        self._tally = TallyReader(instance, targets.assets, targets.jobs)
+        self._parts: dict[str, Callable[[], Iterator[Metric]]] = {
+            "kafka": self._kafka,
+            "dlq": self._dlqs,
+            "runs": self._run_metrics,
+            "event_log": self._events,
+            "health": self._healths,
+        }
+        self._flights: dict[str, SingleFlight[tuple[list[Metric], float]]] = {name: SingleFlight(name) for name in self._parts}
 
     def describe(self) -> list[Metric]:
         return []  # collected on scrape only, never at registration
@@ -97,23 +123,18 @@ class OpsCollector(Collector):
                 names.SOURCE_UP, "Could this part of the scrape be read (1) or not (0)", labels=["source"]
             )
             part_seconds = GaugeMetricFamily(names.PART_SECONDS, "Seconds this scrape spent on each part", labels=["source"])
-            for source, part in (
-                ("kafka", self._kafka),
-                ("dlq", self._dlqs),
-                ("runs", self._run_metrics),
-                ("event_log", self._events),
-                ("health", self._healths),
-            ):
-                part_started = time.monotonic()
+            for source, part in self._parts.items():
+                self._flights[source].start(functools.partial(_timed, part))
+            for source in self._parts:
                 try:
-                    metrics = list(part())
+                    metrics, seconds = self._flights[source].result(started + self.ttls.deadline_s - time.monotonic())
                 except Exception as exc:  # noqa: BLE001 - one part down must not hide the others
                     _LOG.warning(f"ops scrape: {source} unavailable: {describe_error(exc)}")
-                    metrics, up = [], 0
+                    metrics, seconds, up = [], time.monotonic() - started, 0
                 else:
                     up = 1
                 sources.add_metric([source], up)
-                part_seconds.add_metric([source], time.monotonic() - part_started)
+                part_seconds.add_metric([source], seconds)
                 yield from metrics
             yield sources
             yield part_seconds
@@ -128,13 +149,22 @@ class OpsCollector(Collector):
             labels=["consumer_group", "topic", "partition"],
         )
         ends = GaugeMetricFamily(names.KAFKA_END_OFFSET, "Log end offset", labels=["topic", "partition"])
-        snapshots: list[LagSnapshot] = [cached.get() for cached in self._lag]
-        for snapshot in snapshots:
+        pending = GaugeMetricFamily(
+            names.ASSET_PENDING_MESSAGES,
+            "Messages due for the asset: its consumer group's lag, retry topics left out",
+            labels=["asset"],
+        )
+        totals: Counter[str] = Counter()
+        for cluster, cached in zip(self.targets.clusters, self._lag):
+            snapshot: LagSnapshot = cached.get()
             for (group, topic, partition), value in sorted(snapshot.lag.items()):
                 lag.add_metric([group, topic, str(partition)], value)
             for (topic, partition), offset in sorted(snapshot.end_offsets.items()):
                 ends.add_metric([topic, str(partition)], offset)
-        return iter([lag, ends])
+            totals.update(pending_by_asset(snapshot, self.targets.group_prefix, cluster.delayed, set(self.targets.assets)))
+        for asset, value in sorted(totals.items()):
+            pending.add_metric([asset], value)
+        return iter([lag, ends, pending])
 
     def _dlqs(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(names.DLQ_DEPTH, "Open (waiting) entries of a DLQ view", labels=["dlq"])
@@ -145,18 +175,15 @@ class OpsCollector(Collector):
         return iter([depth, age])
 
     def _run_metrics(self) -> Iterator[Metric]:
-        counts = self._runs.get()
         queued = GaugeMetricFamily(names.RUNS_QUEUED, "Runs queued per job", labels=["job"])
-        failed = CounterMetricFamily(names.RUNS_FAILED_TOTAL, "Runs failed per job (run storage)", labels=["job"])
-        for job, n in sorted(counts.queued.items()):
+        for job, n in sorted(self._runs.get().items()):
             queued.add_metric([job], n)
-        for job, n in sorted(counts.failed.items()):
-            failed.add_metric([job], n)
-        return iter([queued, failed])
+        return iter([queued])
 
     def _events(self) -> Iterator[Metric]:
         tally: Tally = self._tally.refresh()
         now = time.time()
+        fresh_since = now - self.ttls.stale_after_s
         items = CounterMetricFamily(
             names.ITEMS_TOTAL,
             "Items processed by asset, kind, outcome and category",
@@ -170,22 +197,25 @@ class OpsCollector(Collector):
         latency = GaugeMetricFamily(
             names.EVENT_LATENCY_P95_SECONDS, "p95 Kafka-timestamp-to-commit latency of the last report", labels=["asset"]
         )
-        for asset, value in sorted(tally.latency_p95.items()):
+        for asset, value in sorted(newer_than(tally.latency_p95, fresh_since).items()):
             latency.add_metric([asset], value)
         replication = GaugeMetricFamily(
             names.CDC_REPLICATION_LAG_SECONDS, "Now minus the newest writetime applied, at the last run", labels=["table"]
         )
-        for table, value in sorted(tally.replication_lag.items()):
+        for table, value in sorted(newer_than(tally.replication_lag, fresh_since).items()):
             replication.add_metric([table], value)
         breakers = GaugeMetricFamily(
             names.CIRCUIT_BREAKER_OPEN, "1 when the last report left the target's breaker open or half-open", labels=["target"]
         )
-        for target, value in sorted(tally.breaker_open().items()):
+        for target, value in sorted(tally.breaker_open(since=fresh_since).items()):
             breakers.add_metric([target], value)
         writes = CounterMetricFamily(names.WRITE_FAILURES_TOTAL, "Steps failed or retried on a sink write", labels=["sink"])
         for sink, n in sorted(tally.write_failures.items()):
             writes.add_metric([sink], n)
-        return iter([items, since, latency, replication, breakers, writes])
+        failed = CounterMetricFamily(names.RUNS_FAILED_TOTAL, "Runs failed per job since the service started", labels=["job"])
+        for job, n in sorted(tally.runs_failed.items()):
+            failed.add_metric([job], n)
+        return iter([items, since, latency, replication, breakers, writes, failed])
 
     def _healths(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(names.HEALTH_UP, "Component answered its readiness probe", labels=["component"])

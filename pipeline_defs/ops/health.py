@@ -7,13 +7,13 @@ may quote its config or connection string)."""
 
 from __future__ import annotations
 
+import functools
 import re
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -24,6 +24,7 @@ from deltalake.exceptions import TableNotFoundError
 
 from pipeline_defs.lib.delta.resource import DeltaLakeResource
 from pipeline_defs.lib.kafka.resource import KafkaResource
+from pipeline_defs.ops.single_flight import NoAnswer, SingleFlight
 
 Probe = Callable[[], None]  # raises when the component is not usable
 
@@ -129,23 +130,29 @@ def describe_error(exc: BaseException) -> str:
 
 
 class HealthChecker:
+    """Runs every probe side by side, each in a ``SingleFlight``: a probe that hangs is
+    reported down after ``timeout_s``, and later checks wait for that same call instead of
+    starting another, so a hung component holds one thread, not one per check."""
+
     def __init__(self, probes: Mapping[str, Probe], timeout_s: float = 3.0) -> None:
         self.probes = dict(probes)
         self.timeout_s = timeout_s
-        self._pool = ThreadPoolExecutor(max_workers=max(len(self.probes), 1) * 2, thread_name_prefix="ops-probe")
+        self._flights: dict[str, SingleFlight[tuple[float, Optional[str]]]] = {name: SingleFlight(name) for name in self.probes}
+        self._lock = threading.Lock()  # /health/ready and /metrics may ask at once
 
     def check(self) -> list[ProbeResult]:
-        started = {name: time.monotonic() for name in self.probes}
-        futures = {name: self._pool.submit(self._timed, probe) for name, probe in self.probes.items()}
-        results = []
-        for name, future in futures.items():
-            remaining = max(started[name] + self.timeout_s - time.monotonic(), 0.0)
-            try:
-                latency, error = future.result(timeout=remaining)
-            except FutureTimeout:
-                latency, error = self.timeout_s, f"no answer within {self.timeout_s} s"
-            results.append(ProbeResult(name, error is None, latency, error))
-        return results
+        with self._lock:
+            started = time.monotonic()
+            for name, probe in self.probes.items():
+                self._flights[name].start(functools.partial(self._timed, probe))
+            results = []
+            for name, flight in self._flights.items():
+                try:
+                    latency, error = flight.result(started + self.timeout_s - time.monotonic())
+                except NoAnswer:
+                    latency, error = self.timeout_s, f"no answer within {self.timeout_s:g} s"
+                results.append(ProbeResult(name, error is None, latency, error))
+            return results
 
     @staticmethod
     def _timed(probe: Probe) -> tuple[float, Optional[str]]:
@@ -157,4 +164,4 @@ class HealthChecker:
         return time.monotonic() - started, None
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Nothing to stop: a probe still running is a daemon thread that ends with its call."""

@@ -13,8 +13,11 @@ DLQ_OLDEST_ENTRY_AGE_SECONDS = "pipeline_dlq_oldest_entry_age_seconds"
 # (events | rows | files | enrichments | dead_letters), outcome (ok | failed), category ("" when ok).
 ITEMS_TOTAL = "pipeline_items_total"
 ASSET_SECONDS_SINCE_SUCCESS = "pipeline_asset_seconds_since_success"  # label: asset
+# Messages due for an asset: its consumer group's lag without the retry topics (label: asset).
+# A stale asset with nothing due is a quiet pipeline, not a down one.
+ASSET_PENDING_MESSAGES = "pipeline_asset_pending_messages"
 RUNS_QUEUED = "pipeline_runs_queued"  # label: job
-RUNS_FAILED_TOTAL = "pipeline_runs_failed_total"  # label: job
+RUNS_FAILED_TOTAL = "pipeline_runs_failed_total"  # label: job; runs failed since the service started
 CIRCUIT_BREAKER_OPEN = "pipeline_circuit_breaker_open"  # label: target (host or API), 0/1
 WRITE_FAILURES_TOTAL = "pipeline_write_failures_total"  # label: sink (delta | postgres)
 EVENT_LATENCY_P95_SECONDS = "pipeline_event_latency_p95_seconds"  # label: asset
@@ -39,6 +42,7 @@ CONTRACT = (
     DLQ_OLDEST_ENTRY_AGE_SECONDS,
     ITEMS_TOTAL,
     ASSET_SECONDS_SINCE_SUCCESS,
+    ASSET_PENDING_MESSAGES,
     RUNS_QUEUED,
     RUNS_FAILED_TOTAL,
     CIRCUIT_BREAKER_OPEN,

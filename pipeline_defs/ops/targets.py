@@ -18,12 +18,14 @@ from pipeline_defs.lib.settings import CoreSettings
 @dataclass
 class Cluster:
     """A Kafka cluster and the pipeline topics on it; ``pairs`` are the (group, topic) pairs the
-    feeds read, reported even before the group commits anything."""
+    feeds read, reported even before the group commits anything; ``delayed`` are the retry
+    topics, whose records wait out their delay before they are due."""
 
     name: str
     kafka: KafkaResource
     topics: list[str]
     pairs: set[tuple[str, str]] = field(default_factory=set)
+    delayed: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -62,7 +64,9 @@ def build_targets(settings: CoreSettings) -> Targets:
     ingest = resources["ingest"]
     for feed in (f for domain in DOMAINS for f in domain.feeds):
         cluster = sources if feed.cluster == "source_kafka" else own
-        cluster.pairs |= {(feed.group_id(ingest), topic.name) for topic in feed.topics_of(namespace)}
+        feed_topics = feed.topics_of(namespace)
+        cluster.pairs |= {(feed.group_id(ingest), topic.name) for topic in feed_topics}
+        cluster.delayed |= {topic.name for topic in feed_topics if topic.delay_s}
     clusters = merge_clusters([own, sources])
     definitions = defs()
     claimx = getattr(settings, "claimx", None)
@@ -86,6 +90,9 @@ def merge_clusters(clusters: Sequence[Cluster]) -> list[Cluster]:
             into = merged[address]
             into.topics += [t for t in cluster.topics if t not in into.topics]
             into.pairs |= cluster.pairs
+            into.delayed |= cluster.delayed
         else:
-            merged[address] = Cluster(cluster.name, cluster.kafka, list(dict.fromkeys(cluster.topics)), set(cluster.pairs))
+            merged[address] = Cluster(
+                cluster.name, cluster.kafka, list(dict.fromkeys(cluster.topics)), set(cluster.pairs), set(cluster.delayed)
+            )
     return list(merged.values())

@@ -68,7 +68,7 @@ def lag_setup(kafka: KafkaResource, ops_topics: list[str]) -> tuple[Cluster, str
     _produce(kafka, events, {0: 5, 1: 3, 2: 0})
     _produce(kafka, retry, {0: 2, 1: 0, 2: 4})
     kafka.commit_offsets(group, {(events, 0): 2, (events, 1): 3, (retry, 2): 1})
-    return Cluster("kafka", kafka, ops_topics, {(feed_group, retry)}), prefix, group
+    return Cluster("kafka", kafka, ops_topics, {(feed_group, retry)}, delayed={retry}), prefix, group
 
 
 def test_lag_per_group_topic_and_partition(test_stack, lag_setup: tuple[Cluster, str, str], ops_topics) -> None:
@@ -221,7 +221,23 @@ def queuing_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
         yield instance
 
 
+def _scrape(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    status, body = _get(url)
+    assert status == 200
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def _fail_run(instance: dg.DagsterInstance, job: str) -> None:
+    instance.report_run_failed(instance.add_run(dg.DagsterRun(job_name=job, status=dg.DagsterRunStatus.STARTED)))
+
+
 def test_metrics_parse_and_trace_to_their_sources(test_stack, queuing_instance, lag_setup, ops_topics, tmp_path: Path) -> None:
+    """History from before the service started sets the gauges, never the counters (which
+    start at zero, every category of an asset included); what happens after is counted."""
     instance = queuing_instance
     cluster, prefix, group = lag_setup
     events = ops_topics[0]
@@ -231,37 +247,16 @@ def test_metrics_parse_and_trace_to_their_sources(test_stack, queuing_instance, 
         lake, "dlq_xact_events", [(hour_ago, WAITING), (datetime.now(UTC), WAITING), (hour_ago - timedelta(days=1), "resolved")]
     )
     (queued,) = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
-    for _ in range(2):
-        instance.add_run(dg.DagsterRun(job_name="xact_events_job", status=dg.DagsterRunStatus.FAILURE))
     instance.add_run(
         dg.DagsterRun(job_name="claimx_events_job", status=dg.DagsterRunStatus.QUEUED, remote_job_origin=queued.remote_job_origin)
     )
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(
-            "xact_events",
-            metadata={
-                "rows_written": 40,
-                "rejected_by_category": dg.MetadataValue.json({"malformed": 3}),
-                "latency_p95_s": 1.25,
-            },
-        )
-    )
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(
-            "xact_attachments",
-            metadata={
-                "files_stored": 5,
-                "failed_transient": 2,
-                "circuit_transitions": dg.MetadataValue.json(["h.test: closed -> open"]),
-            },
-        )
-    )
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization("cdc_claims__policies", metadata={"events_read": 3, "inserted": 3, "replication_lag_s": 2.5})
-    )
-    assert not dg.materialize([_failing_writer], instance=instance, raise_on_error=False).success
-    materialized_at = instance.get_latest_materialization_event(dg.AssetKey("xact_events"))
-    assert materialized_at is not None
+    history: dict[str, Any] = {
+        "rows_written": 1000,
+        "rejected_by_category": dg.MetadataValue.json({"malformed": 70}),
+        "latency_p95_s": 9.0,
+    }
+    instance.report_runless_asset_event(dg.AssetMaterialization("xact_events", metadata=history))
+    _fail_run(instance, "xact_events_job")
     targets = Targets(
         clusters=[cluster],
         group_prefix=prefix,
@@ -276,24 +271,59 @@ def test_metrics_parse_and_trace_to_their_sources(test_stack, queuing_instance, 
     registry.register(collector)
     server = serve(ops_app(registry, checker), "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/metrics"
     try:
+        first = _scrape(url)
+        for _ in range(2):
+            _fail_run(instance, "xact_events_job")
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                "xact_events",
+                metadata={
+                    "rows_written": 40,
+                    "rejected_by_category": dg.MetadataValue.json({"malformed": 3}),
+                    "latency_p95_s": 1.25,
+                },
+            )
+        )
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                "xact_attachments",
+                metadata={
+                    "files_stored": 5,
+                    "failed_transient": 2,
+                    "circuit_transitions": dg.MetadataValue.json(["h.test: closed -> open"]),
+                },
+            )
+        )
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("cdc_claims__policies", metadata={"events_read": 3, "inserted": 3, "replication_lag_s": 2.5})
+        )
+        assert not dg.materialize([_failing_writer], instance=instance, raise_on_error=False).success
+        materialized_at = instance.get_latest_materialization_event(dg.AssetKey("xact_events"))
+        assert materialized_at is not None
         before = time.time()
-        status, body = _get(f"http://127.0.0.1:{server.server_port}/metrics")
+        samples = _scrape(url)
         after = time.time()
     finally:
         server.shutdown()
         collector.close()
-    assert status == 200
-    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
 
     def value(name: str, **labels: str) -> float:
         return samples[name][tuple(sorted(labels.items()))]
 
+    def first_value(name: str, **labels: str) -> float:
+        return first[name][tuple(sorted(labels.items()))]
+
+    assert first_value(names.ITEMS_TOTAL, asset="xact_events", kind="events", outcome="ok", category="") == 0
+    assert first_value(names.ITEMS_TOTAL, asset="xact_events", kind="events", outcome="failed", category="malformed") == 0
+    assert first_value(names.RUNS_FAILED_TOTAL, job="xact_events_job") == 0
+    assert first_value(names.EVENT_LATENCY_P95_SECONDS, asset="xact_events") == 9.0
     assert set(samples) >= set(names.CONTRACT)
     assert value(names.KAFKA_CONSUMER_LAG, consumer_group=group, topic=events, partition="0") == 3
+    # the group's lag on its plain topic (3 + 0); the retry topics' records are not due yet
+    assert value(names.ASSET_PENDING_MESSAGES, asset="xact_events") == 3
+    assert value(names.ASSET_PENDING_MESSAGES, asset="xact_attachments") == 0
     assert value(names.DLQ_DEPTH, dlq="xact_events") == 2 and value(names.DLQ_DEPTH, dlq="xact_downloads") == 0
     assert value(names.DLQ_OLDEST_ENTRY_AGE_SECONDS, dlq="xact_events") >= 3600
     assert value(names.RUNS_FAILED_TOTAL, job="xact_events_job") == 2
@@ -302,6 +332,7 @@ def test_metrics_parse_and_trace_to_their_sources(test_stack, queuing_instance, 
     assert value(names.ITEMS_TOTAL, asset="xact_events", kind="events", outcome="ok", category="") == 40
     assert value(names.ITEMS_TOTAL, asset="xact_events", kind="events", outcome="failed", category="malformed") == 3
     assert value(names.ITEMS_TOTAL, asset="xact_attachments", kind="files", outcome="failed", category="transient") == 2
+    assert value(names.ITEMS_TOTAL, asset="xact_attachments", kind="files", outcome="failed", category="auth") == 0
     since = value(names.ASSET_SECONDS_SINCE_SUCCESS, asset="xact_events")
     assert before - materialized_at.timestamp <= since <= after - materialized_at.timestamp
     assert ("asset", "claimx_events") not in {label for key in samples[names.ASSET_SECONDS_SINCE_SUCCESS] for label in key}
@@ -317,7 +348,6 @@ def test_metrics_parse_and_trace_to_their_sources(test_stack, queuing_instance, 
 
 def test_a_part_that_cannot_be_read_leaves_the_others(test_stack, instance, tmp_path: Path) -> None:
     dead_kafka = KafkaResource(connection=KafkaConnection(bootstrap_servers="127.0.0.1:1", request_timeout_s=1))
-    instance.report_runless_asset_event(dg.AssetMaterialization("xact_events", metadata={"rows_written": 1}))
     targets = Targets(
         clusters=[Cluster("kafka", dead_kafka, ["events.raw"])],
         group_prefix="pipeline.",
@@ -331,6 +361,8 @@ def test_a_part_that_cannot_be_read_leaves_the_others(test_stack, instance, tmp_
     collector = OpsCollector(targets, instance, checker)
     registry.register(collector)
     try:
+        generate_latest(registry)  # the service has started: what follows is counted
+        instance.report_runless_asset_event(dg.AssetMaterialization("xact_events", metadata={"rows_written": 1}))
         text = generate_latest(registry).decode()
     finally:
         collector.close()

@@ -10,7 +10,7 @@ import dagster as dg
 from pipeline_defs.ops import names
 from pipeline_defs.ops.collector import Cached
 from pipeline_defs.ops.kafka_lag import lag_of
-from pipeline_defs.ops.tally import Tally, breaker_states, error_sink, items_of
+from pipeline_defs.ops.tally import Tally, breaker_states, error_sink, items_of, newer_than
 
 
 def test_event_log_rows_and_rejections() -> None:
@@ -30,11 +30,14 @@ def test_attachments_count_files_by_failure_category() -> None:
     assert items[("xact_attachments", "files", "ok", "")] == 3
     assert items[("xact_attachments", "files", "failed", "transient")] == 2
     assert items[("xact_attachments", "files", "failed", "circuit_open")] == 1
-    assert ("xact_attachments", "files", "failed", "permanent") not in items  # zero failures are left out
+    # every category from zero: a counter that first appears at 5 would hide its first increase
+    assert items[("xact_attachments", "files", "failed", "permanent")] == 0
+    assert items[("xact_attachments", "files", "failed", "auth")] == 0
 
 
 def test_enrichment_entities_cdc_and_dlq_views() -> None:
-    assert items_of("claimx_enrichment_log", {"rows_written": 4, "events_enriched": 3, "failed_auth": 1}) == {
+    enrichment = items_of("claimx_enrichment_log", {"rows_written": 4, "events_enriched": 3, "failed_auth": 1})
+    assert +enrichment == {
         ("claimx_enrichment_log", "enrichments", "ok", ""): 3,
         ("claimx_enrichment_log", "enrichments", "failed", "auth"): 1,
     }
@@ -42,7 +45,11 @@ def test_enrichment_entities_cdc_and_dlq_views() -> None:
         ("claimx_projects", "rows", "ok", ""): 3
     }
     cdc = items_of("cdc_claims__policies", {"events_read": 10, "inserted": 5, "updated": 2, "deleted": 1, "invalid": 2})
-    assert cdc == {("cdc_claims__policies", "rows", "ok", ""): 8, ("cdc_claims__policies", "rows", "failed", "invalid"): 2}
+    assert cdc == {
+        ("cdc_claims__policies", "rows", "ok", ""): 8,
+        ("cdc_claims__policies", "rows", "failed", "invalid"): 2,
+        ("cdc_claims__policies", "rows", "failed", "unprocessable"): 0,
+    }
     assert items_of("dlq_xact_events", {"rows_written": 2}) == {("dlq_xact_events", "dead_letters", "ok", ""): 2}
 
 
@@ -74,8 +81,17 @@ def test_tally_keeps_latest_gauges_and_sums_items() -> None:
     )
     assert tally.items[("xact_events", "events", "ok", "")] == 5
     assert tally.last_success == {"xact_events": 20.0, "cdc_claims__notes": 15.0, "cdc_claims__other": 15.0}
-    assert tally.latency_p95 == {"xact_events": 0.5}
-    assert tally.replication_lag == {"claims__notes": 4.0}
+    assert tally.latency_p95 == {"xact_events": (0.5, 20.0)}
+    assert tally.replication_lag == {"claims__notes": (4.0, 15.0)}
+    assert newer_than(tally.latency_p95, since=20.0) == {"xact_events": 0.5}
+    assert newer_than(tally.latency_p95, since=20.1) == {}  # an old report says nothing about now
+
+
+def test_breakers_of_old_reports_are_dropped() -> None:
+    tally = Tally()
+    tally.add_materialization("xact_attachments", 10.0, {"circuit_transitions": dg.MetadataValue.json(["h: closed -> open"])})
+    assert tally.breaker_open(since=10.0) == {"h": 1}
+    assert tally.breaker_open(since=11.0) == {}
 
 
 def test_write_failures_by_error_class_and_cause() -> None:
@@ -109,7 +125,7 @@ def test_cache_reloads_only_after_its_ttl() -> None:
 
 
 def test_contract_names_are_unique_and_prefixed() -> None:
-    assert len(set(names.CONTRACT)) == len(names.CONTRACT) == 14
+    assert len(set(names.CONTRACT)) == len(names.CONTRACT) == 15
     assert all(name.startswith("pipeline_") for name in names.CONTRACT)
     assert set(names.COUNTERS) <= set(names.CONTRACT)
 

@@ -17,6 +17,7 @@ FALLBACK: dict[str, tuple[str, frozenset[str]]] = {
     "pipeline_dlq_oldest_entry_age_seconds": ("gauge", frozenset({"dlq"})),
     "pipeline_items_total": ("counter", frozenset({"asset", "kind", "outcome", "category"})),
     "pipeline_asset_seconds_since_success": ("gauge", frozenset({"asset"})),
+    "pipeline_asset_pending_messages": ("gauge", frozenset({"asset"})),
     "pipeline_runs_queued": ("gauge", frozenset({"job"})),
     "pipeline_runs_failed_total": ("counter", frozenset({"job"})),
     "pipeline_circuit_breaker_open": ("gauge", frozenset({"target"})),
