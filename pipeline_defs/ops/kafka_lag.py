@@ -75,6 +75,8 @@ class LagReader:
             asked = [self._ask_offsets(partitions, OffsetSpec.latest()), self._ask_offsets(partitions, OffsetSpec.earliest())]
             ends, starts = (self._answers(futures) for futures in asked)
             groups = sorted(set(self._listed_groups()) | {g for g, _ in self.cluster.pairs})
+            for gone in set(self._consumers) - set(groups):  # a group deleted from the broker
+                self._consumers.pop(gone).close()
             for group in groups:  # consumers are made here, one thread; asked in parallel below
                 if group not in self._consumers:
                     self._consumers[group] = self.cluster.kafka.consumer(group)

@@ -74,7 +74,8 @@ def lag_setup(kafka: KafkaResource, ops_topics: list[str]) -> tuple[Cluster, str
 def test_lag_per_group_topic_and_partition(test_stack, lag_setup: tuple[Cluster, str, str], ops_topics) -> None:
     cluster, prefix, group = lag_setup
     events, retry, dlq = ops_topics
-    snapshot = LagReader(cluster, prefix).read()
+    reader = LagReader(cluster, prefix, groups_ttl_s=0)
+    snapshot = reader.read()
     mine = {key: n for key, n in snapshot.lag.items() if key[0] == group}
     assert mine == {(group, events, 0): 3, (group, events, 1): 0, (group, retry, 2): 3}
     feed = {key: n for key, n in snapshot.lag.items() if key[0] != group}
@@ -84,6 +85,11 @@ def test_lag_per_group_topic_and_partition(test_stack, lag_setup: tuple[Cluster,
         (f"{prefix}xact_attachments", retry, 2): 4,
     }
     assert snapshot.end_offsets[(dlq, 0)] == 0 and snapshot.end_offsets[(events, 0)] == 5
+    # a group deleted from the broker: no longer reported, and its offsets consumer is closed
+    cluster.kafka.admin().delete_consumer_groups([group], request_timeout=30)[group].result(timeout=30)
+    assert not any(key[0] == group for key in reader.read().lag)
+    assert group not in reader._consumers
+    reader.close()
 
 
 def _api_double() -> tuple[Any, str]:
