@@ -25,7 +25,9 @@ RUN groupadd --system --gid 10001 dagster \
     && useradd --system --uid 10001 --gid dagster --home-dir /opt/dagster --create-home dagster \
     && mkdir -p /opt/dagster/dagster_home /opt/dagster/app \
     && chown -R dagster:dagster /opt/dagster
-COPY --from=build --chown=dagster:dagster /opt/venv /opt/venv
+# Owned by root as the build left it (umask 022: nothing group- or world-writable): the runtime user
+# reads and runs the installed code but cannot change it.
+COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     DAGSTER_HOME=/opt/dagster/dagster_home \
     PYTHONUNBUFFERED=1 \

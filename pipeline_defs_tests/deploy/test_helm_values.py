@@ -1,7 +1,8 @@
 """deploy/helm/values.yaml against what the code and the local instance use: the same run queue
 and pools as deploy/dagster/dagster.yaml, every secret the config names bound from a Kubernetes
 secret, the config file and the instance mounted where the code looks, resources above what was
-measured. Helm is not installed here: this reads the values, it does not render the chart."""
+measured, the pods locked down with keys the chart has. Helm is not installed here: this reads
+the values, it does not render the chart."""
 
 from __future__ import annotations
 
@@ -81,8 +82,9 @@ def test_the_code_server_serves_the_module_the_image_serves():
 
 
 def mounted(path: str) -> dict[str, Any]:
-    """The volume whose mount holds ``path``."""
-    mount = next(m for m in DEPLOYMENT["volumeMounts"] if path == m["mountPath"] or path.startswith(m["mountPath"] + "/"))
+    """The volume whose mount holds ``path`` (of nested mounts, the deepest)."""
+    holding = [m for m in DEPLOYMENT["volumeMounts"] if path == m["mountPath"] or path.startswith(m["mountPath"] + "/")]
+    mount = max(holding, key=lambda m: len(m["mountPath"]))
     return next(v for v in DEPLOYMENT["volumes"] if v["name"] == mount["name"])
 
 
@@ -139,4 +141,52 @@ def test_pods_request_more_memory_than_a_run_was_measured_to_use():
     resources = DEPLOYMENT["resources"]
     assert mib(resources["requests"]["memory"]) >= MEASURED_PEAK_MIB
     assert mib(resources["limits"]["memory"]) >= 2 * MEASURED_PEAK_MIB
-    assert DEPLOYMENT["podSecurityContext"]["runAsUser"] == 10001  # the Dockerfile's USER
+
+
+DOCKERFILE_UID = int(re.search(r"^USER (\d+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1))  # type: ignore[union-attr]
+RUN_K8S_CONFIG: dict[str, Any] = VALUES["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]
+
+
+@pytest.mark.parametrize(
+    ("pod", "container"),
+    [
+        (DEPLOYMENT["podSecurityContext"], DEPLOYMENT["securityContext"]),
+        (RUN_K8S_CONFIG["podSpecConfig"]["securityContext"], RUN_K8S_CONFIG["containerConfig"]["securityContext"]),
+    ],
+    ids=["code server", "run pods"],
+)
+def test_user_code_runs_as_the_images_user_in_a_locked_container(pod: dict[str, Any], container: dict[str, Any]):
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] == pod["runAsGroup"] == DOCKERFILE_UID
+    assert container["allowPrivilegeEscalation"] is False and container["readOnlyRootFilesystem"] is True
+    assert container["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_with_a_read_only_root_dagster_home_and_tmp_are_writable():
+    from pipeline_defs.lib.settings import DownloadSettings
+
+    assert "emptyDir" in mounted(ENV["DAGSTER_HOME"]["value"]) and "emptyDir" in mounted(ENV["DAGSTER_HOME"]["value"] + "/x")
+    tmp = mounted("/tmp/attachments-x")["emptyDir"]
+    assert mib(tmp["sizeLimit"]) * 1024**2 > DownloadSettings().temp_disk_bytes  # a run's downloads fit
+
+
+# The keys of the chart's values schema (helm/dagster/schema/schema/charts/.../user_deployments.py
+# and .../subschema/run_launcher.py in dagster-io/dagster): a misspelt key is silently ignored.
+USER_DEPLOYMENT_KEYS = {
+    "name", "image", "port", "dagsterApiGrpcArgs", "codeServerArgs", "includeConfigInLaunchedRuns", "env",
+    "envConfigMaps", "envSecrets", "annotations", "nodeSelector", "affinity", "tolerations", "podSecurityContext",
+    "securityContext", "resources", "livenessProbe", "readinessProbe", "startupProbe", "labels", "volumeMounts",
+    "volumes", "schedulerName", "initContainers", "sidecarContainers", "deploymentStrategy", "serviceAccount",
+}  # fmt: skip
+K8S_RUN_LAUNCHER_KEYS = {
+    "image", "imagePullPolicy", "jobNamespace", "loadInclusterConfig", "kubeconfigFile", "envConfigMaps", "envSecrets",
+    "envVars", "volumeMounts", "volumes", "labels", "failPodOnRunFailure", "resources", "schedulerName",
+    "securityContext", "runK8sConfig",
+}  # fmt: skip
+RUN_K8S_CONFIG_KEYS = {"containerConfig", "podSpecConfig", "podTemplateSpecMetadata", "jobSpecConfig", "jobMetadata"}
+
+
+def test_the_user_code_keys_are_the_charts():
+    assert set(DEPLOYMENT) <= USER_DEPLOYMENT_KEYS, set(DEPLOYMENT) - USER_DEPLOYMENT_KEYS
+    launcher = VALUES["runLauncher"]["config"]["k8sRunLauncher"]
+    assert set(launcher) <= K8S_RUN_LAUNCHER_KEYS, set(launcher) - K8S_RUN_LAUNCHER_KEYS
+    assert set(RUN_K8S_CONFIG) <= RUN_K8S_CONFIG_KEYS, set(RUN_K8S_CONFIG) - RUN_K8S_CONFIG_KEYS

@@ -1,6 +1,7 @@
 """The user-code image, checked without Docker: what the Dockerfile copies exists and passes
-.dockerignore, the lock resolves without dev extras, and the same install (from the local uv
-cache) has the entry points the image and the Helm chart run, and loads the definitions."""
+.dockerignore, the lock resolves without dev extras, the installed code is root's, and the same
+install (from the local uv cache) has the entry points the image, the Helm chart and the extra
+manifests run, and loads the definitions."""
 
 from __future__ import annotations
 
@@ -13,12 +14,21 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml  # type: ignore[import-untyped, unused-ignore]  # stubs may or may not be installed
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 UV = Path(sys.executable).parent / "uv"
 DEV_ONLY = ("pytest", "ruff", "mypy", "hypothesis", "matplotlib", "pyinstrument")
+# What deploy/helm/extra/ runs from this image, asked for its --help.
+EXTRA_COMMANDS = [
+    [*container["command"][:3], "--help"]
+    for path in sorted((ROOT / "deploy/helm/extra").glob("*.yaml"))
+    for doc in yaml.safe_load_all(path.read_text())
+    if doc["kind"] == "Deployment"
+    for container in doc["spec"]["template"]["spec"]["containers"]
+]
 
 
 def instructions(name: str) -> list[str]:
@@ -82,6 +92,13 @@ def test_it_runs_as_a_fixed_non_root_user_and_serves_the_code_location():
     assert f'"grpc-health-check", "-p", "{port}"' in instructions("HEALTHCHECK")[0]
 
 
+def test_the_runtime_user_cannot_change_the_installed_code():
+    """The venv is copied as the build stage (root) left it: no --chown, no later chown or chmod."""
+    (venv_copy,) = [c for c in instructions("COPY") if c.split()[-1] == "/opt/venv"]
+    assert venv_copy == "--from=build /opt/venv /opt/venv"
+    assert not any("/opt/venv" in run for run in instructions("RUN")), "nothing changes the venv after the copy"
+
+
 @pytest.fixture(scope="module")
 def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The image's venv, built as its Dockerfile does, from the build context .dockerignore lets
@@ -110,6 +127,7 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["dagster", "api", "execute_run", "--help"],  # what K8sRunLauncher runs in a run pod
         ["pipeline-dlq", "--help"],
         ["pipeline-topics", "--help"],
+        *EXTRA_COMMANDS,
     ],
 )
 def test_the_images_entry_points_exist(image_venv: Path, command: list[str]):
