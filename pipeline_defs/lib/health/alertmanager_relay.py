@@ -126,8 +126,8 @@ class _Handler(BaseHTTPRequestHandler):
     server: RelayServer
 
     def setup(self) -> None:
-        self.timeout = self.server.request_timeout_s  # StreamRequestHandler sets it on the socket
         super().setup()
+        self.connection.settimeout(self.server.request_timeout_s)  # each read and write, not the whole request
 
     def _answer(self, status: int, text: str) -> None:
         body = text.encode()
