@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -149,14 +148,20 @@ def pipeline(
     retry_delays_s: tuple[int, ...] = (5, 10, 20, 40),
     files_on_azurite: bool = False,
     streaming: bool = False,
+    writers: int = 2,
     extra_env: Optional[dict[str, str]] = None,
 ) -> Iterator[PipelineUnderTest]:
+    """``writers``: ``ingest.writers_per_table`` and the instance's pool limit together."""
     name = f"b{uuid.uuid4().hex[:8]}"
     topics = unique_topics(name)
     workdir = stack.runs_dir / name
     dagster_home = workdir / "dagster_home"
     dagster_home.mkdir(parents=True)
-    shutil.copy(ROOT / "deploy" / "dagster" / "dagster.yaml", dagster_home / "dagster.yaml")
+    instance_yaml, pools_set = re.subn(
+        r"(?m)^(\s+default_limit:) \d+$", rf"\g<1> {writers}", (ROOT / "deploy" / "dagster" / "dagster.yaml").read_text()
+    )
+    assert pools_set == 1, "deploy/dagster/dagster.yaml no longer sets concurrency.pools.default_limit"
+    (dagster_home / "dagster.yaml").write_text(instance_yaml)
     connection = psycopg2.connect(host="127.0.0.1", port=stack.pg_port, user="postgres", dbname="postgres")
     connection.autocommit = True
     connection.cursor().execute(f"CREATE DATABASE dagster_{name}")
@@ -176,6 +181,7 @@ def pipeline(
         "PIPELINE_INGEST__MAX_RUNS_PER_TICK": str(max_runs_per_tick),
         "PIPELINE_INGEST__RETRY_DELAYS_S": json.dumps(list(retry_delays_s)),
         "PIPELINE_INGEST__STREAM__ENABLED": json.dumps(streaming),
+        "PIPELINE_INGEST__WRITERS_PER_TABLE": str(writers),
         "PIPELINE_XACT__DOWNLOADS__ALLOWED_HOSTS": json.dumps(["attachments.bench"]),
         "PIPELINE_XACT__DOWNLOADS__ALLOW_HTTP": "true",
         "PIPELINE_XACT__DOWNLOADS__ALLOWED_PORTS": "[]",

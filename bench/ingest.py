@@ -50,11 +50,17 @@ def produce(kafka: KafkaResource, topic: str, count: int, make=event_bytes) -> f
     return time.perf_counter() - started
 
 
-def sustained_ingest(stack: LocalStack, count: int = 500_000, max_events_per_run: int = 100_000) -> dict:
+def sensor_writers(stack: LocalStack, count: int, max_events_per_run: int, writers: tuple[int, ...], repeats: int) -> list[dict]:
+    """``sustained_ingest`` with each ``ingest.writers_per_table`` (and pool limit), the cases
+    taking turns ``repeats`` times, so a busy minute of the machine does not favour one."""
+    return [sustained_ingest(stack, count, max_events_per_run, n) for _ in range(repeats) for n in writers]
+
+
+def sustained_ingest(stack: LocalStack, count: int = 500_000, max_events_per_run: int = 100_000, writers: int = 1) -> dict:
     """A backlog of ``count`` events drained through the daemon. The clock starts when the
     first sensor tick plans a run (the daemon's own start-up, loading the code location, is
     not ingest); the time from daemon start is reported beside it."""
-    with pipeline(stack, max_events_per_run=max_events_per_run) as run:
+    with pipeline(stack, max_events_per_run=max_events_per_run, writers=writers) as run:
         topic = run.topics.xact.events
         produce_seconds = produce(run.resources["kafka"], topic, count)
         print(f"[bench] produced {count} events in {produce_seconds:.1f}s", flush=True)
@@ -68,14 +74,18 @@ def sustained_ingest(stack: LocalStack, count: int = 500_000, max_events_per_run
 
         wait_until(done, timeout_s=900, every_s=1.0)
         finished_wall = time.time()
+        offsets = run.rows("xact_events", ["kafka_partition", "kafka_offset"])
         instance = run.instance()
         records = instance.get_run_records()
         first_planned = min(r.create_timestamp.timestamp() for r in records)
         durations = sorted(round(r.end_time - r.start_time, 1) for r in records if r.end_time and r.start_time)
     from_first_run = finished_wall - first_planned
     return {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "writers": writers,
         "events": count,
         "rows": series[-1][1],
+        "offsets_twice": offsets.height - offsets.unique().height,
         "runs": len(records),
         "events_per_run": max_events_per_run,
         "run_seconds": durations,

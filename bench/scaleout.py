@@ -3,9 +3,9 @@ process, as the daemon's run workers are) over a disjoint set of Kafka partition
 one writer over all of them; throughput, Delta commit conflicts and exactly-once checks.
 
 The runs are started directly (``dagster job execute`` with the range tags a sensor would
-give them), because the sensor does not plan disjoint partition sets (``plan_runs`` spreads
-every run over all partitions); the run code, the instance (PostgreSQL) and its pool limit
-(``default_limit`` = writers, the setting under test) are the deployed ones."""
+give them), so the figure is the writers' alone, without sensor ticks and the run queue (the
+deployed path, sensor included, is ``sensor_writers`` in ``bench/ingest.py``); the run code,
+the instance (PostgreSQL) and its pool limit (``default_limit`` = writers) are the deployed ones."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import os
 import subprocess
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -47,8 +46,7 @@ def scaleout(
 
 def writer_case(stack: LocalStack, events: int, partitions: int, writers: int, events_per_commit: int = 200_000) -> dict:
     env = {"PIPELINE_INGEST__TOPIC_PARTITIONS": str(partitions)}
-    with pipeline(stack, max_events_per_run=events_per_commit, extra_env=env) as run:
-        pool_limit(run.dagster_home, writers)
+    with pipeline(stack, max_events_per_run=events_per_commit, writers=writers, extra_env=env) as run:
         # the instance's schema and the pool's row, once: runs that all claim a fresh pool race to
         # insert its row, and the losers fail (UniqueViolation; found by this benchmark)
         instance = run.instance()
@@ -88,15 +86,6 @@ def writer_case(stack: LocalStack, events: int, partitions: int, writers: int, e
         "runs_succeeded": sum(r["status"] == "SUCCESS" for r in runs),
         **checks,
     }
-
-
-def pool_limit(dagster_home: Path, limit: int) -> None:
-    """The bench instance's ``concurrency.pools.default_limit`` (one writer per table in the
-    product) set to ``limit``."""
-    config = dagster_home / "dagster.yaml"
-    text = config.read_text()
-    assert "default_limit: 1\n" in text, "deploy/dagster/dagster.yaml no longer sets default_limit: 1"
-    config.write_text(text.replace("default_limit: 1\n", f"default_limit: {limit}\n"))
 
 
 def launch(run: PipelineUnderTest, topic: str, share: list[OffsetRange], index: int) -> subprocess.Popen:

@@ -17,6 +17,7 @@ from pipeline_defs.lib.kafka.ranges import (
     TOPIC_TAG,
     PartitionState,
     decode_cursor,
+    decode_ranges,
 )
 from pipeline_defs.lib.kafka.resource import KafkaResource
 
@@ -78,6 +79,28 @@ def _failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
             if event is not None and event.message:
                 return event.message[:300]
     return "no error recorded"
+
+
+def busy_partitions(instance: dg.DagsterInstance, job_name: str, topic: str) -> set[int]:
+    """The partitions of ``topic`` that runs of the job queued or running were planned on. A
+    run whose ranges tag cannot be read holds none: it fails before it reads anything."""
+    runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT, tags={TOPIC_TAG: topic}))
+    busy: set[int] = set()
+    for run in runs:
+        try:
+            busy.update(r.partition for r in decode_ranges(topic, run.tags.get(RANGES_TAG, "")))
+        except ValueError:
+            continue
+    return busy
+
+
+def ensure_pool(instance: dg.DagsterInstance, pool: str) -> None:
+    """Give ``pool`` its limit row before runs that may start together claim it. Dagster creates
+    the row on the first claim, and two runs claiming a new pool at once both insert it: on
+    PostgreSQL the loser fails with ``UniqueViolation`` (found by ``bench/scaleout.py``)."""
+    storage = instance.event_log_storage
+    if pool not in storage.get_concurrency_keys():
+        storage.initialize_concurrency_limit_to_default(pool)
 
 
 def readable_cursor(context: dg.SensorEvaluationContext) -> dict[str, dict[int, int]]:

@@ -18,7 +18,9 @@ import dagster as dg
 from pipeline_defs.lib.ingest.feeds import KafkaFeed
 from pipeline_defs.lib.ingest.planning import (
     IN_FLIGHT,
+    busy_partitions,
     due_states,
+    ensure_pool,
     failed_check,
     past_log_end,
     readable_cursor,
@@ -35,7 +37,7 @@ from pipeline_defs.lib.kafka.ranges import (
     PartitionState,
     encode_cursor,
     encode_ranges,
-    plan_runs,
+    plan_disjoint_runs,
     run_key,
 )
 from pipeline_defs.lib.kafka.resource import KafkaResource
@@ -71,8 +73,9 @@ def build_offset_range_sensor(
     stalled range, probed again every ``stall_probe_interval_s``); the broker does not answer
     within ``tick_budget_s`` (cursor kept). A partition whose log end fell below the cursor (a
     recreated or truncated topic) is left alone until ``kafka_offsets_reset_job`` resets it.
-    Delayed topics are not polled in a loop: the due range of a delay-d topic simply ends at
-    the first offset written after now - d.
+    With ``writers_per_table`` > 1 the runs that may write at once get disjoint partitions
+    (``plan_disjoint_runs``). Delayed topics are not polled in a loop: the due range of a
+    delay-d topic simply ends at the first offset written after now - d.
 
     A ``streamed`` feed also has a streaming run (``stream_jobs``): while one is in flight this
     sensor gives way, and when planning resumes its cursor first catches up with the offsets
@@ -123,8 +126,15 @@ def build_offset_range_sensor(
                     _catch_up(kafka, group_id, topic.name, planned, deadline)
                 states, stranded = past_log_end(kafka, group_id, topic.name, planned, states, deadline)
                 notes += stranded
-                plan = plan_runs(
-                    topic.name, planned, due_states(kafka, topic, states, deadline), ingest.max_events_per_run, budget
+                busy = busy_partitions(context.instance, job.name, topic.name) if ingest.writers_per_table > 1 else set()
+                plan = plan_disjoint_runs(
+                    topic.name,
+                    planned,
+                    due_states(kafka, topic, states, deadline),
+                    ingest.max_events_per_run,
+                    budget,
+                    ingest.writers_per_table,
+                    busy,
                 )
                 for partition, lost in plan.skipped_to_low_watermark.items():
                     context.log.warning(f"{topic.name}[{partition}]: {lost} offsets expired before planning")
@@ -136,6 +146,7 @@ def build_offset_range_sensor(
             context.log.warning(note)
         if not requests:
             return dg.SensorResult(cursor=encode_cursor(cursor), skip_reason="; ".join(notes) or "no new offsets")
+        ensure_pool(context.instance, feed.pool)
         return dg.SensorResult(run_requests=requests, cursor=encode_cursor(cursor))
 
     return _sensor

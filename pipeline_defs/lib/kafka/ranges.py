@@ -133,6 +133,39 @@ def plan_runs(
     return Plan(runs=runs, next_offsets=merged, skipped_to_low_watermark=lost)
 
 
+def plan_disjoint_runs(
+    topic: str,
+    next_offsets: Mapping[int, int],
+    partitions: Mapping[int, PartitionState],
+    max_events_per_run: int,
+    max_runs: int,
+    writers: int,
+    busy: Iterable[int] = (),
+) -> Plan:
+    """``plan_runs`` for a table that takes ``writers`` concurrent writer runs. With one,
+    runs may share partitions: they queue for the table's pool, and the next boots while the
+    last writes. With more, partition p belongs to slot ``p % writers``, each run takes one
+    slot, and a slot holding a ``busy`` partition (one a run in flight was planned on) waits,
+    so the runs that write at once never read the same partition: a second run on a partition
+    would start at the table's watermark, behind the first run's uncommitted range, and read
+    it again. The slots with the most unplanned offsets go first."""
+    if writers <= 1:
+        return plan_runs(topic, next_offsets, partitions, max_events_per_run, max_runs)
+    taken = {p % writers for p in busy}
+    slots = {s: {p: st for p, st in partitions.items() if p % writers == s} for s in range(writers) if s not in taken}
+    ordered = sorted(slots, key=lambda s: (-sum(st.high - next_offsets[p] for p, st in slots[s].items()), s))
+    runs: list[list[OffsetRange]] = []
+    lost: dict[int, int] = {}
+    offsets = dict(next_offsets)
+    for slot in ordered:
+        if len(runs) == max_runs:
+            break
+        plan = plan_runs(topic, offsets, slots[slot], max_events_per_run, 1)
+        runs += plan.runs
+        offsets, lost = plan.next_offsets, {**lost, **plan.skipped_to_low_watermark}
+    return Plan(runs=runs, next_offsets=offsets, skipped_to_low_watermark=lost)
+
+
 def _fair_share(backlog: Mapping[int, int], budget: int) -> dict[int, int]:
     """Water-fill ``budget`` over partitions so a hot partition cannot starve the others."""
     takes: dict[int, int] = {}

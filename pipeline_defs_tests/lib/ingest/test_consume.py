@@ -70,6 +70,35 @@ def test_a_concurrent_writer_makes_the_loser_retry_its_commit_and_add_nothing(ka
     assert rows.height == 200 and rows["trace_id"].n_unique() == 200
 
 
+def test_two_writers_on_disjoint_partitions_each_commit_their_own_offsets_once(kafka, lake, topics):
+    """Two writer runs of one table (``ingest.writers_per_table: 2``): the second commits just
+    before the first; the first loses the race, retries against the new snapshot and still
+    commits all its rows, because no offset of its partitions was in the winner's commit."""
+    produce_events(kafka, topics.xact.events, sample_events(300))
+    ranges = all_ranges(kafka, topics.xact.events)
+    even, odd = [r for r in ranges if r.partition % 2 == 0], [r for r in ranges if r.partition % 2 == 1]
+    dead_letters = DeadLetterTopic(kafka, topics.xact.events_dlq, NO_CLAIMS)
+    racing = RivalCommitsFirst(spec=XACT_EVENTS, dead_letters=dead_letters)
+    rival: list[IngestReport] = []
+    racing.rival = lambda: rival.append(
+        consume_ranges(
+            odd, sink=EventLogSink(spec=XACT_EVENTS, dead_letters=dead_letters), source=kafka, lake=lake, context=context_for("w")
+        )
+    )
+
+    report = consume_ranges(even, sink=racing, source=kafka, lake=lake, context=context_for("w"))
+
+    assert sum(r.size for r in even) and sum(r.size for r in odd)  # both writers had work
+    assert report.commit_conflicts == 1 and report.rows_written == sum(r.size for r in even)
+    assert rival[0].rows_written == sum(r.size for r in odd)
+    rows = table_rows(lake, "xact_events")
+    assert rows.height == 300 and rows["trace_id"].n_unique() == 300
+    table = lake.load("xact_events")
+    assert {r.partition: table.transaction_version(watermark_app_id("w", r.topic, r.partition)) for r in ranges} == {
+        r.partition: r.end for r in ranges
+    }
+
+
 def test_a_batch_of_only_rejects_still_advances_watermark_and_group(kafka, lake, topics, consume_all):
     produce_raw(kafka, topics.xact.events, MALFORMED_MESSAGES)
 

@@ -59,26 +59,48 @@ def tick(kafka: FakeKafka, instance: dg.DagsterInstance, cursor: str | None = No
 
 
 def test_the_backlog_is_shared_fairly_in_bounded_runs_with_deterministic_keys(instance):
+    """One writer per table: runs may share partitions, they queue for the table's pool."""
     kafka = FakeKafka.new().with_topic(TOPIC, {0: 250, 1: 10, 2: 0})
 
-    data = tick(kafka, instance)
+    data = tick(kafka, instance, writers_per_table=1)
 
     ranges = [r.tags[RANGES_TAG] for r in data.run_requests]
     assert ranges == ["0:0-90,1:0-10", "0:90-190", "0:190-250"]
     assert all(r.tags[TOPIC_TAG] == TOPIC and r.run_key == f"{TOPIC}@{r.tags[RANGES_TAG]}" for r in data.run_requests)
     assert decode_cursor(data.cursor) == {TOPIC: {0: 250, 1: 10, 2: 0}}
-    again = tick(kafka, instance, data.cursor)
+    again = tick(kafka, instance, data.cursor, writers_per_table=1)
     assert not again.run_requests and again.skip_message == "no new offsets"
 
 
 def test_runs_per_tick_and_runs_in_flight_bound_what_is_planned(instance):
     kafka = FakeKafka.new().with_topic(TOPIC, {0: 1_000})
 
-    assert len(tick(kafka, instance, max_runs_per_tick=2).run_requests) == 2
+    assert len(tick(kafka, instance, max_runs_per_tick=2, writers_per_table=1).run_requests) == 2
     for _ in range(3):
         instance.add_run(dg.DagsterRun(job_name=stub_job.name, status=dg.DagsterRunStatus.STARTED))
     held = tick(kafka, instance, max_runs_in_flight=3)
     assert not held.run_requests and "3 stub_job runs queued or running" in held.skip_message
+
+
+def test_with_two_writers_per_table_runs_in_flight_never_share_a_partition():
+    kafka = FakeKafka.new().with_topic(TOPIC, {0: 100, 1: 100, 2: 100, 3: 100})
+    with dg.instance_for_test(overrides={"concurrency": {"pools": {"default_limit": 2}}}) as instance:
+        first = tick(kafka, instance, writers_per_table=2, max_events_per_run=1_000)
+        second = _second_tick_with_one_slot_running(kafka, instance, first.cursor)
+        pool = instance.event_log_storage.get_concurrency_info(XACT_EVENTS_FEED.pool)
+
+    assert [r.tags[RANGES_TAG] for r in first.run_requests] == ["0:0-100,2:0-100", "1:0-100,3:0-100"]
+    assert [r.tags[RANGES_TAG] for r in second.run_requests] == ["0:100-150,2:100-150"]
+    assert decode_cursor(second.cursor) == {TOPIC: {0: 150, 1: 100, 2: 150, 3: 100}}
+    assert pool.slot_count == 2  # created before the runs that start together race to create it
+
+
+def _second_tick_with_one_slot_running(kafka: FakeKafka, instance: dg.DagsterInstance, cursor: str | None) -> Any:
+    tags = {TOPIC_TAG: TOPIC, RANGES_TAG: "1:0-100,3:0-100"}
+    instance.add_run(dg.DagsterRun(job_name=stub_job.name, status=dg.DagsterRunStatus.STARTED, tags=tags))
+    kafka.with_topic(TOPIC, {0: 150, 1: 150, 2: 150, 3: 150})
+
+    return tick(kafka, instance, cursor, writers_per_table=2, max_events_per_run=1_000)
 
 
 def test_a_failed_blocking_check_upstream_holds_planning(instance):

@@ -1,6 +1,8 @@
 import itertools
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline_defs.lib.kafka.ranges import (
     OffsetRange,
@@ -9,6 +11,7 @@ from pipeline_defs.lib.kafka.ranges import (
     decode_ranges,
     encode_cursor,
     encode_ranges,
+    plan_disjoint_runs,
     plan_runs,
     run_key,
 )
@@ -75,3 +78,52 @@ def test_invalid_ranges_and_bounds_are_refused():
         OffsetRange("t", 0, 10, 5)
     with pytest.raises(ValueError):
         plan_runs("t", {}, {}, 0, 1)
+
+
+def test_one_writer_per_table_plans_as_before_with_runs_sharing_partitions():
+    states = {p: PartitionState(0, 100) for p in range(4)}
+    one = plan_disjoint_runs("t", dict.fromkeys(states, 0), states, 200, 2, writers=1, busy={0, 1, 2, 3})
+    assert one == plan_runs("t", dict.fromkeys(states, 0), states, 200, 2)
+
+
+def test_concurrent_writers_get_disjoint_slots_and_a_busy_slot_waits():
+    states = {p: PartitionState(0, 100) for p in range(4)}
+    both = plan_disjoint_runs("t", dict.fromkeys(states, 0), states, 1_000, 4, writers=2)
+    assert [[r.partition for r in run] for run in both.runs] == [[0, 2], [1, 3]]
+
+    busy = plan_disjoint_runs("t", dict.fromkeys(states, 0), states, 1_000, 4, writers=2, busy={2})
+    assert [[r.partition for r in run] for run in busy.runs] == [[1, 3]]
+    assert busy.next_offsets == {0: 0, 1: 100, 2: 0, 3: 100}  # the busy slot is planned later
+
+
+def test_the_slot_with_the_larger_backlog_goes_first_when_the_budget_is_short():
+    states = {0: PartitionState(0, 10), 1: PartitionState(0, 500)}
+    plan = plan_disjoint_runs("t", {0: 0, 1: 0}, states, 1_000, 1, writers=2)
+    assert plan.runs == [[OffsetRange("t", 1, 0, 500)]]
+
+
+@given(
+    ends=st.lists(st.integers(0, 300), min_size=1, max_size=9),
+    starts=st.lists(st.integers(0, 300), min_size=9, max_size=9),
+    writers=st.integers(1, 5),
+    busy=st.sets(st.integers(0, 8), max_size=4),
+    per_run=st.integers(1, 200),
+    max_runs=st.integers(1, 6),
+)
+def test_disjoint_plans_never_overlap_and_never_skip(ends, starts, writers, busy, per_run, max_runs):
+    states = {p: PartitionState(0, end) for p, end in enumerate(ends)}
+    cursor = {p: min(starts[p], ends[p]) for p in states}
+
+    plan = plan_disjoint_runs("t", cursor, states, per_run, max_runs, writers, busy)
+
+    assert len(plan.runs) <= max_runs
+    assert all(0 < sum(r.size for r in run) <= per_run for run in plan.runs)
+    for p in states:  # each partition's ranges are contiguous from the cursor to the new cursor
+        spans = [r for run in plan.runs for r in run if r.partition == p]
+        assert [r.start for r in spans] == [cursor[p], *[r.end for r in spans]][: len(spans)]
+        assert plan.next_offsets[p] == (spans[-1].end if spans else cursor[p])
+    if writers > 1:
+        slots = [{r.partition % writers for r in run} for run in plan.runs]
+        assert all(len(s) == 1 for s in slots)
+        assert len({s.pop() for s in slots}) == len(slots)  # one run per slot
+        assert not {r.partition % writers for run in plan.runs for r in run} & {b % writers for b in busy}
