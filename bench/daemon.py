@@ -148,7 +148,7 @@ def pipeline(
     retry_delays_s: tuple[int, ...] = (5, 10, 20, 40),
     files_on_azurite: bool = False,
     streaming: bool = False,
-    writers: int = 2,
+    writers: int = 1,
     extra_env: Optional[dict[str, str]] = None,
 ) -> Iterator[PipelineUnderTest]:
     """``writers``: ``ingest.writers_per_table`` and the instance's pool limit together."""

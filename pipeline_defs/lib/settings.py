@@ -105,9 +105,9 @@ class IngestSettings(dg.Config):
     # Backpressure: a sensor plans nothing while its job has this many runs queued or running,
     # so under load runs grow (up to max_events_per_run) instead of queueing.
     max_runs_in_flight: int = 2
-    # Concurrent writer runs of one table, each on a disjoint set of the topic's partitions: at
-    # most the pool limit (delta_<asset>, deploy/dagster/dagster.yaml). 1: one writer per table.
-    writers_per_table: int = Field(default=2, ge=1)
+    # Concurrent writer runs of one table, each on its slot of the topic's partitions (p mod n):
+    # raise it with the pools' limit (deploy/dagster/dagster.yaml); README "Scale-out".
+    writers_per_table: int = Field(default=1, ge=1)
     tick_budget_s: float = 20.0
     # A stalled range: after this many failed runs in a row a sensor pauses, planning one probe
     # run per interval until a run succeeds again (0: never pause).

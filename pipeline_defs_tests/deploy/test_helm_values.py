@@ -15,6 +15,7 @@ import pytest
 import yaml  # type: ignore[import-untyped, unused-ignore]  # stubs may or may not be installed
 
 from pipeline_defs.domains import PipelineSettings
+from pipeline_defs.lib.kafka.ranges import SLOT_TAG
 from pipeline_defs.lib.settings import IngestSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +69,8 @@ def test_the_run_queue_pools_monitoring_and_retries_are_the_local_instances():
 def test_the_sensors_plan_as_many_writers_per_table_as_the_pools_allow():
     """More would queue behind the pool; fewer would leave a slot to runs sharing partitions."""
     assert IngestSettings().writers_per_table == INSTANCE["concurrency"]["pools"]["default_limit"]
+    (slots,) = INSTANCE["concurrency"]["runs"]["tag_concurrency_limits"]  # one run per writer slot at a time
+    assert slots == {"key": SLOT_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
 
 
 def test_runs_are_queued_and_launched_as_kubernetes_jobs():

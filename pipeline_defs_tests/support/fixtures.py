@@ -90,8 +90,7 @@ def ingest_config() -> IngestConfigResource:
             consumer_group_prefix=f"test-{uuid.uuid4().hex[:8]}",
             max_events_per_run=400,
             max_runs_per_tick=10,
-            max_runs_in_flight=10,  # tests execute the requested runs themselves, synchronously,
-            writers_per_table=1,  # one after another; concurrent writers: test_sensors, test_consume, the daemon tests
+            max_runs_in_flight=10,  # tests execute the requested runs themselves, synchronously
             tick_budget_s=15,
             retry_delays_s=TEST_RETRY_DELAYS_S,
         )

@@ -137,10 +137,10 @@ class EventLogSink(RecordSink[Prepared]):
         fresh = self._unseen(rows, table, context)
         context.report.counts["duplicates_skipped"] += rows.num_rows - fresh.height
         if self.follow_up is not None and fresh.height:
-            records = [
+            records = [  # popped: an attempt retried after a commit conflict does not send them again
                 record
                 for key in fresh.select("kafka_partition", "kafka_offset").iter_rows()
-                for record in self._pending.get(key, [])
+                for record in self._pending.pop(key, [])
             ]
             context.report.counts["follow_ups_sent"] += self.follow_up.send(records)
         write_deltalake(

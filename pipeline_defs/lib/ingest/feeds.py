@@ -32,11 +32,6 @@ class KafkaFeed:
     def group_id(self, ingest: IngestConfigResource) -> str:
         return ingest.consumer_group(self.asset_name)
 
-    @property
-    def pool(self) -> str:
-        """The asset's pool: its writers queue for the slots of ``delta_<asset>``."""
-        return f"delta_{self.asset_name}"
-
 
 def task_feeds(asset_name: str, table: str, pending_of: Callable[[Any], str], resource_key: str) -> tuple[KafkaFeed, KafkaFeed]:
     """The two feeds of a task topic: its new tasks, and the retry topics they wait in."""

@@ -94,13 +94,14 @@ def busy_partitions(instance: dg.DagsterInstance, job_name: str, topic: str) -> 
     return busy
 
 
-def ensure_pool(instance: dg.DagsterInstance, pool: str) -> None:
-    """Give ``pool`` its limit row before runs that may start together claim it. Dagster creates
-    the row on the first claim, and two runs claiming a new pool at once both insert it: on
-    PostgreSQL the loser fails with ``UniqueViolation`` (found by ``bench/scaleout.py``)."""
-    storage = instance.event_log_storage
-    if pool not in storage.get_concurrency_keys():
-        storage.initialize_concurrency_limit_to_default(pool)
+def last_planned_partitions(instance: dg.DagsterInstance, job_name: str, topic: str) -> set[int]:
+    """The partitions of the newest run of the job on ``topic``: its slot goes last in the next
+    plan, so the slots take turns when the budget is one run."""
+    runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, tags={TOPIC_TAG: topic}), limit=1)
+    try:
+        return {r.partition for run in runs for r in decode_ranges(topic, run.tags.get(RANGES_TAG, ""))}
+    except ValueError:
+        return set()
 
 
 def readable_cursor(context: dg.SensorEvaluationContext) -> dict[str, dict[int, int]]:

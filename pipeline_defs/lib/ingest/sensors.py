@@ -20,8 +20,8 @@ from pipeline_defs.lib.ingest.planning import (
     IN_FLIGHT,
     busy_partitions,
     due_states,
-    ensure_pool,
     failed_check,
+    last_planned_partitions,
     past_log_end,
     readable_cursor,
     remaining,
@@ -32,6 +32,7 @@ from pipeline_defs.lib.kafka.clients import KafkaUnavailableError
 from pipeline_defs.lib.kafka.ranges import (
     EVENTS_TAG,
     RANGES_TAG,
+    SLOT_TAG,
     TOPIC_TAG,
     OffsetRange,
     PartitionState,
@@ -39,6 +40,7 @@ from pipeline_defs.lib.kafka.ranges import (
     encode_ranges,
     plan_disjoint_runs,
     run_key,
+    writer_slot,
 )
 from pipeline_defs.lib.kafka.resource import KafkaResource
 from pipeline_defs.lib.settings import IngestConfigResource
@@ -126,27 +128,35 @@ def build_offset_range_sensor(
                     _catch_up(kafka, group_id, topic.name, planned, deadline)
                 states, stranded = past_log_end(kafka, group_id, topic.name, planned, states, deadline)
                 notes += stranded
-                busy = busy_partitions(context.instance, job.name, topic.name) if ingest.writers_per_table > 1 else set()
+                writers = ingest.writers_per_table
+                busy, last = (
+                    (
+                        busy_partitions(context.instance, job.name, topic.name),
+                        last_planned_partitions(context.instance, job.name, topic.name),
+                    )
+                    if writers > 1
+                    else (set(), set())
+                )
                 plan = plan_disjoint_runs(
                     topic.name,
                     planned,
                     due_states(kafka, topic, states, deadline),
                     ingest.max_events_per_run,
                     budget,
-                    ingest.writers_per_table,
+                    writers,
                     busy,
+                    last,
                 )
                 for partition, lost in plan.skipped_to_low_watermark.items():
                     context.log.warning(f"{topic.name}[{partition}]: {lost} offsets expired before planning")
                 cursor[topic.name] = plan.next_offsets
-                requests += [_run_request(topic.name, ranges, partition_key) for ranges in plan.runs]
+                requests += [_run_request(topic.name, ranges, partition_key, writers) for ranges in plan.runs]
         except KafkaUnavailableError as exc:
             return dg.SkipReason(f"Kafka unavailable; nothing planned, cursor kept: {exc}")
         for note in notes:
             context.log.warning(note)
         if not requests:
             return dg.SensorResult(cursor=encode_cursor(cursor), skip_reason="; ".join(notes) or "no new offsets")
-        ensure_pool(context.instance, feed.pool)
         return dg.SensorResult(run_requests=requests, cursor=encode_cursor(cursor))
 
     return _sensor
@@ -188,15 +198,14 @@ def blocking_checks(asset: dg.AssetsDefinition) -> list[dg.AssetCheckKey]:
     return [spec.key for spec in asset.check_specs if spec.blocking]
 
 
-def _run_request(topic: str, ranges: Sequence[OffsetRange], partition_key: Optional[str]) -> dg.RunRequest:
+def _run_request(topic: str, ranges: Sequence[OffsetRange], partition_key: Optional[str], writers: int) -> dg.RunRequest:
+    """With several writers the run names its slot: the run queue runs one per slot at a time,
+    so a retry or re-execution (which keep the tags) waits for the slot's newer run, or it for them."""
+    slot = {SLOT_TAG: f"{topic}:{writer_slot(ranges, writers)}/{writers}"} if writers > 1 else {}
     return dg.RunRequest(
         run_key=run_key(topic, ranges),
         partition_key=partition_key,
-        tags={
-            TOPIC_TAG: topic,
-            RANGES_TAG: encode_ranges(ranges),
-            EVENTS_TAG: str(sum(r.size for r in ranges)),
-        },
+        tags={TOPIC_TAG: topic, RANGES_TAG: encode_ranges(ranges), EVENTS_TAG: str(sum(r.size for r in ranges)), **slot},
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 RANGES_TAG = "kafka/ranges"
 TOPIC_TAG = "kafka/topic"
 EVENTS_TAG = "kafka/planned_events"
+SLOT_TAG = "kafka/writer_slot"  # <topic>:<slot>/<writers>; the run queue runs one per value at a time
 
 
 @dataclass(frozen=True, order=True)
@@ -141,6 +142,7 @@ def plan_disjoint_runs(
     max_runs: int,
     writers: int,
     busy: Iterable[int] = (),
+    last: Iterable[int] = (),
 ) -> Plan:
     """``plan_runs`` for a table that takes ``writers`` concurrent writer runs. With one,
     runs may share partitions: they queue for the table's pool, and the next boots while the
@@ -148,22 +150,28 @@ def plan_disjoint_runs(
     slot, and a slot holding a ``busy`` partition (one a run in flight was planned on) waits,
     so the runs that write at once never read the same partition: a second run on a partition
     would start at the table's watermark, behind the first run's uncommitted range, and read
-    it again. The slots with the most unplanned offsets go first."""
+    it again. The slots take turns: the one after the ``last`` run's slot goes first."""
     if writers <= 1:
         return plan_runs(topic, next_offsets, partitions, max_events_per_run, max_runs)
     taken = {p % writers for p in busy}
-    slots = {s: {p: st for p, st in partitions.items() if p % writers == s} for s in range(writers) if s not in taken}
-    ordered = sorted(slots, key=lambda s: (-sum(st.high - next_offsets[p] for p, st in slots[s].items()), s))
+    after = max((p % writers for p in last), default=writers - 1)
+    ordered = sorted((s for s in range(writers) if s not in taken), key=lambda s: (s - after - 1) % writers)
     runs: list[list[OffsetRange]] = []
     lost: dict[int, int] = {}
     offsets = dict(next_offsets)
     for slot in ordered:
         if len(runs) == max_runs:
             break
-        plan = plan_runs(topic, offsets, slots[slot], max_events_per_run, 1)
+        share = {p: st for p, st in partitions.items() if p % writers == slot}
+        plan = plan_runs(topic, offsets, share, max_events_per_run, 1)
         runs += plan.runs
         offsets, lost = plan.next_offsets, {**lost, **plan.skipped_to_low_watermark}
     return Plan(runs=runs, next_offsets=offsets, skipped_to_low_watermark=lost)
+
+
+def writer_slot(ranges: Iterable[OffsetRange], writers: int) -> int:
+    """The slot of a run ``plan_disjoint_runs`` planned (all its partitions share it)."""
+    return next(iter(ranges)).partition % writers
 
 
 def _fair_share(backlog: Mapping[int, int], budget: int) -> dict[int, int]:

@@ -14,6 +14,7 @@ from pipeline_defs.lib.ingest.consume import consume_ranges, watermark_app_id
 from pipeline_defs.lib.ingest.event_log import EventLogSink
 from pipeline_defs.lib.ingest.sink import BatchContext, IngestMode, IngestReport
 from pipeline_defs.lib.kafka.ranges import OffsetRange
+from pipeline_defs.lib.kafka.records import OutRecord, Topic
 from pipeline_defs.lib.settings import StorageSettings
 from pipeline_defs_tests.support.kafka import produce_events, produce_raw, sample_events, table_rows
 from pipeline_sim.events import MALFORMED_MESSAGES
@@ -70,21 +71,24 @@ def test_a_concurrent_writer_makes_the_loser_retry_its_commit_and_add_nothing(ka
     assert rows.height == 200 and rows["trace_id"].n_unique() == 200
 
 
-def test_two_writers_on_disjoint_partitions_each_commit_their_own_offsets_once(kafka, lake, topics):
+def test_two_writers_on_disjoint_partitions_each_commit_their_own_offsets_once(kafka, lake, topics, consume_all):
     """Two writer runs of one table (``ingest.writers_per_table: 2``): the second commits just
     before the first; the first loses the race, retries against the new snapshot and still
-    commits all its rows, because no offset of its partitions was in the winner's commit."""
+    commits all its rows, because no offset of its partitions was in the winner's commit, and
+    it does not send its rows' follow-up tasks a second time."""
     produce_events(kafka, topics.xact.events, sample_events(300))
     ranges = all_ranges(kafka, topics.xact.events)
     even, odd = [r for r in ranges if r.partition % 2 == 0], [r for r in ranges if r.partition % 2 == 1]
+    tasks = Topic(kafka, topics.xact.downloads_pending)
     dead_letters = DeadLetterTopic(kafka, topics.xact.events_dlq, NO_CLAIMS)
-    racing = RivalCommitsFirst(spec=XACT_EVENTS, dead_letters=dead_letters)
+
+    def task_per_event(row: dict) -> list[OutRecord]:
+        return [OutRecord(value=row["trace_id"].encode())]
+
+    racing = RivalCommitsFirst(XACT_EVENTS, dead_letters, follow_up=tasks, follow_ups=task_per_event)
     rival: list[IngestReport] = []
-    racing.rival = lambda: rival.append(
-        consume_ranges(
-            odd, sink=EventLogSink(spec=XACT_EVENTS, dead_letters=dead_letters), source=kafka, lake=lake, context=context_for("w")
-        )
-    )
+    odd_sink = EventLogSink(XACT_EVENTS, dead_letters, follow_up=tasks, follow_ups=task_per_event)
+    racing.rival = lambda: rival.append(consume_ranges(odd, sink=odd_sink, source=kafka, lake=lake, context=context_for("w")))
 
     report = consume_ranges(even, sink=racing, source=kafka, lake=lake, context=context_for("w"))
 
@@ -97,6 +101,8 @@ def test_two_writers_on_disjoint_partitions_each_commit_their_own_offsets_once(k
     assert {r.partition: table.transaction_version(watermark_app_id("w", r.topic, r.partition)) for r in ranges} == {
         r.partition: r.end for r in ranges
     }
+    sent = [m.value().decode() for m in consume_all(topics.xact.downloads_pending)]  # events with attachments
+    assert sent and len(sent) == len(set(sent)) and set(sent) <= set(rows["trace_id"].to_list())
 
 
 def test_a_batch_of_only_rejects_still_advances_watermark_and_group(kafka, lake, topics, consume_all):

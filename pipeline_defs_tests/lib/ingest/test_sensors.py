@@ -15,7 +15,7 @@ from pipeline_defs.defs.xact.settings import XactTopics, XactTopicsResource
 from pipeline_defs.lib.ingest.planning import RESET_MARK
 from pipeline_defs.lib.ingest.sensors import build_offset_range_sensor
 from pipeline_defs.lib.ingest.stream_jobs import stream_job_name
-from pipeline_defs.lib.kafka.ranges import RANGES_TAG, TOPIC_TAG, decode_cursor
+from pipeline_defs.lib.kafka.ranges import RANGES_TAG, SLOT_TAG, TOPIC_TAG, decode_cursor
 from pipeline_defs.lib.policies import ingestion_days
 from pipeline_defs.lib.settings import IngestConfigResource, IngestSettings, StreamSettings
 from pipeline_defs_tests.support.fakes import FakeKafka
@@ -59,48 +59,63 @@ def tick(kafka: FakeKafka, instance: dg.DagsterInstance, cursor: str | None = No
 
 
 def test_the_backlog_is_shared_fairly_in_bounded_runs_with_deterministic_keys(instance):
-    """One writer per table: runs may share partitions, they queue for the table's pool."""
     kafka = FakeKafka.new().with_topic(TOPIC, {0: 250, 1: 10, 2: 0})
 
-    data = tick(kafka, instance, writers_per_table=1)
+    data = tick(kafka, instance)
 
     ranges = [r.tags[RANGES_TAG] for r in data.run_requests]
     assert ranges == ["0:0-90,1:0-10", "0:90-190", "0:190-250"]
     assert all(r.tags[TOPIC_TAG] == TOPIC and r.run_key == f"{TOPIC}@{r.tags[RANGES_TAG]}" for r in data.run_requests)
     assert decode_cursor(data.cursor) == {TOPIC: {0: 250, 1: 10, 2: 0}}
-    again = tick(kafka, instance, data.cursor, writers_per_table=1)
+    again = tick(kafka, instance, data.cursor)
     assert not again.run_requests and again.skip_message == "no new offsets"
 
 
 def test_runs_per_tick_and_runs_in_flight_bound_what_is_planned(instance):
     kafka = FakeKafka.new().with_topic(TOPIC, {0: 1_000})
 
-    assert len(tick(kafka, instance, max_runs_per_tick=2, writers_per_table=1).run_requests) == 2
+    assert len(tick(kafka, instance, max_runs_per_tick=2).run_requests) == 2
     for _ in range(3):
         instance.add_run(dg.DagsterRun(job_name=stub_job.name, status=dg.DagsterRunStatus.STARTED))
     held = tick(kafka, instance, max_runs_in_flight=3)
     assert not held.run_requests and "3 stub_job runs queued or running" in held.skip_message
 
 
-def test_with_two_writers_per_table_runs_in_flight_never_share_a_partition():
+def test_with_two_writers_per_table_the_runs_in_flight_never_share_a_partition_and_name_their_slot(instance):
     kafka = FakeKafka.new().with_topic(TOPIC, {0: 100, 1: 100, 2: 100, 3: 100})
-    with dg.instance_for_test(overrides={"concurrency": {"pools": {"default_limit": 2}}}) as instance:
-        first = tick(kafka, instance, writers_per_table=2, max_events_per_run=1_000)
-        second = _second_tick_with_one_slot_running(kafka, instance, first.cursor)
-        pool = instance.event_log_storage.get_concurrency_info(XACT_EVENTS_FEED.pool)
+    two: dict[str, Any] = {"writers_per_table": 2, "max_events_per_run": 1_000}
 
-    assert [r.tags[RANGES_TAG] for r in first.run_requests] == ["0:0-100,2:0-100", "1:0-100,3:0-100"]
-    assert [r.tags[RANGES_TAG] for r in second.run_requests] == ["0:100-150,2:100-150"]
-    assert decode_cursor(second.cursor) == {TOPIC: {0: 150, 1: 100, 2: 150, 3: 100}}
-    assert pool.slot_count == 2  # created before the runs that start together race to create it
-
-
-def _second_tick_with_one_slot_running(kafka: FakeKafka, instance: dg.DagsterInstance, cursor: str | None) -> Any:
-    tags = {TOPIC_TAG: TOPIC, RANGES_TAG: "1:0-100,3:0-100"}
-    instance.add_run(dg.DagsterRun(job_name=stub_job.name, status=dg.DagsterRunStatus.STARTED, tags=tags))
+    first = tick(kafka, instance, **two)
+    assert [(r.tags[RANGES_TAG], r.tags[SLOT_TAG]) for r in first.run_requests] == [
+        ("0:0-100,2:0-100", f"{TOPIC}:0/2"),
+        ("1:0-100,3:0-100", f"{TOPIC}:1/2"),
+    ]
+    running = {TOPIC_TAG: TOPIC, RANGES_TAG: "1:0-100,3:0-100"}
+    instance.add_run(dg.DagsterRun(job_name=stub_job.name, status=dg.DagsterRunStatus.STARTED, tags=running))
     kafka.with_topic(TOPIC, {0: 150, 1: 150, 2: 150, 3: 150})
 
-    return tick(kafka, instance, cursor, writers_per_table=2, max_events_per_run=1_000)
+    second = tick(kafka, instance, first.cursor, **two)
+
+    assert [r.tags[RANGES_TAG] for r in second.run_requests] == ["0:100-150,2:100-150"]
+    assert decode_cursor(second.cursor) == {TOPIC: {0: 150, 1: 100, 2: 150, 3: 100}}
+    assert SLOT_TAG not in tick(FakeKafka.new().with_topic(TOPIC, {0: 5}), instance).run_requests[0].tags
+
+
+def test_with_two_writers_and_room_for_one_run_the_slots_take_turns(instance):
+    kafka = FakeKafka.new().with_topic(TOPIC, {0: 10_000, 1: 10})
+    one_run: dict[str, Any] = {"writers_per_table": 2, "max_runs_per_tick": 1, "max_events_per_run": 100}
+    slots = []
+    cursor = None
+    for _ in range(4):
+        data = tick(kafka, instance, cursor, **one_run)
+        (request,) = data.run_requests
+        slots.append(request.tags[SLOT_TAG])
+        finished = {TOPIC_TAG: TOPIC, RANGES_TAG: request.tags[RANGES_TAG]}
+        instance.add_run(dg.DagsterRun(job_name=stub_job.name, status=dg.DagsterRunStatus.SUCCESS, tags=finished))
+        cursor = data.cursor
+
+    # partition 1's ten events are not starved by partition 0's backlog, then slot 0 has the ticks
+    assert slots == [f"{TOPIC}:0/2", f"{TOPIC}:1/2", f"{TOPIC}:0/2", f"{TOPIC}:0/2"]
 
 
 def test_a_failed_blocking_check_upstream_holds_planning(instance):

@@ -96,10 +96,14 @@ def test_concurrent_writers_get_disjoint_slots_and_a_busy_slot_waits():
     assert busy.next_offsets == {0: 0, 1: 100, 2: 0, 3: 100}  # the busy slot is planned later
 
 
-def test_the_slot_with_the_larger_backlog_goes_first_when_the_budget_is_short():
-    states = {0: PartitionState(0, 10), 1: PartitionState(0, 500)}
-    plan = plan_disjoint_runs("t", {0: 0, 1: 0}, states, 1_000, 1, writers=2)
-    assert plan.runs == [[OffsetRange("t", 1, 0, 500)]]
+def test_the_slots_take_turns_after_the_last_run_s_slot():
+    states = {0: PartitionState(0, 10), 1: PartitionState(0, 500), 2: PartitionState(0, 500)}
+    cursor = {0: 0, 1: 0, 2: 0}
+    assert plan_disjoint_runs("t", cursor, states, 1_000, 1, writers=3).runs == [[OffsetRange("t", 0, 0, 10)]]
+    after_0 = plan_disjoint_runs("t", cursor, states, 1_000, 1, writers=3, last={0})
+    assert after_0.runs == [[OffsetRange("t", 1, 0, 500)]]
+    after_2 = plan_disjoint_runs("t", cursor, states, 1_000, 2, writers=3, last={2})
+    assert [[r.partition for r in run] for run in after_2.runs] == [[0], [1]]
 
 
 @given(
@@ -107,14 +111,17 @@ def test_the_slot_with_the_larger_backlog_goes_first_when_the_budget_is_short():
     starts=st.lists(st.integers(0, 300), min_size=9, max_size=9),
     writers=st.integers(1, 5),
     busy=st.sets(st.integers(0, 8), max_size=4),
+    last=st.sets(st.integers(0, 8), max_size=1),
     per_run=st.integers(1, 200),
     max_runs=st.integers(1, 6),
 )
-def test_disjoint_plans_never_overlap_and_never_skip(ends, starts, writers, busy, per_run, max_runs):
+def test_disjoint_plans_never_overlap_never_skip_and_leave_no_free_slot_idle(
+    ends, starts, writers, busy, last, per_run, max_runs
+):
     states = {p: PartitionState(0, end) for p, end in enumerate(ends)}
     cursor = {p: min(starts[p], ends[p]) for p in states}
 
-    plan = plan_disjoint_runs("t", cursor, states, per_run, max_runs, writers, busy)
+    plan = plan_disjoint_runs("t", cursor, states, per_run, max_runs, writers, busy, last)
 
     assert len(plan.runs) <= max_runs
     assert all(0 < sum(r.size for r in run) <= per_run for run in plan.runs)
@@ -127,3 +134,8 @@ def test_disjoint_plans_never_overlap_and_never_skip(ends, starts, writers, busy
         assert all(len(s) == 1 for s in slots)
         assert len({s.pop() for s in slots}) == len(slots)  # one run per slot
         assert not {r.partition % writers for run in plan.runs for r in run} & {b % writers for b in busy}
+    waiting = {p % writers if writers > 1 else 0 for p in states if states[p].high > cursor[p]}
+    free = waiting - {b % writers for b in busy} if writers > 1 else waiting
+    assert len(plan.runs) == min(max_runs, len(free)) or writers == 1  # every free slot with work gets a run
+    if writers == 1 and waiting:
+        assert plan.runs
