@@ -81,25 +81,20 @@ def _failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
     return "no error recorded"
 
 
-def busy_partitions(instance: dg.DagsterInstance, job_name: str, topic: str) -> set[int]:
-    """The partitions of ``topic`` that runs of the job queued or running were planned on. A
-    run whose ranges tag cannot be read holds none: it fails before it reads anything."""
-    runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT, tags={TOPIC_TAG: topic}))
-    busy: set[int] = set()
-    for run in runs:
-        try:
-            busy.update(r.partition for r in decode_ranges(topic, run.tags.get(RANGES_TAG, "")))
-        except ValueError:
-            continue
-    return busy
+def partitions_in_use(instance: dg.DagsterInstance, job_name: str, topic: str) -> tuple[set[int], set[int]]:
+    """For planning several writers: the partitions of ``topic`` that runs of the job queued or
+    running were planned on, and those of the job's newest run on it (whose slot goes last, so
+    slots take turns when the budget is one run)."""
+    in_flight = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT, tags={TOPIC_TAG: topic}))
+    busy = {p for run in in_flight for p in _planned_partitions(run, topic)}
+    newest = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, tags={TOPIC_TAG: topic}), limit=1)
+    return busy, {p for run in newest for p in _planned_partitions(run, topic)}
 
 
-def last_planned_partitions(instance: dg.DagsterInstance, job_name: str, topic: str) -> set[int]:
-    """The partitions of the newest run of the job on ``topic``: its slot goes last in the next
-    plan, so the slots take turns when the budget is one run."""
-    runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, tags={TOPIC_TAG: topic}), limit=1)
+def _planned_partitions(run: dg.DagsterRun, topic: str) -> set[int]:
+    """A run whose ranges tag cannot be read holds none: it fails before it reads anything."""
     try:
-        return {r.partition for run in runs for r in decode_ranges(topic, run.tags.get(RANGES_TAG, ""))}
+        return {r.partition for r in decode_ranges(topic, run.tags.get(RANGES_TAG, ""))}
     except ValueError:
         return set()
 

@@ -18,10 +18,9 @@ import dagster as dg
 from pipeline_defs.lib.ingest.feeds import KafkaFeed
 from pipeline_defs.lib.ingest.planning import (
     IN_FLIGHT,
-    busy_partitions,
     due_states,
     failed_check,
-    last_planned_partitions,
+    partitions_in_use,
     past_log_end,
     readable_cursor,
     remaining,
@@ -129,14 +128,7 @@ def build_offset_range_sensor(
                 states, stranded = past_log_end(kafka, group_id, topic.name, planned, states, deadline)
                 notes += stranded
                 writers = ingest.writers_per_table
-                busy, last = (
-                    (
-                        busy_partitions(context.instance, job.name, topic.name),
-                        last_planned_partitions(context.instance, job.name, topic.name),
-                    )
-                    if writers > 1
-                    else (set(), set())
-                )
+                busy, last = partitions_in_use(context.instance, job.name, topic.name) if writers > 1 else (set(), set())
                 plan = plan_disjoint_runs(
                     topic.name,
                     planned,

@@ -101,6 +101,18 @@ def test_with_two_writers_per_table_the_runs_in_flight_never_share_a_partition_a
     assert SLOT_TAG not in tick(FakeKafka.new().with_topic(TOPIC, {0: 5}), instance).run_requests[0].tags
 
 
+@pytest.mark.parametrize("ranges", ["{not ranges", "0:9-1", "-1:0-5", "0:0-5,,x", "\x00" * 300, ""])
+def test_a_run_in_flight_with_an_unreadable_ranges_tag_holds_no_slot(instance, ranges):
+    """Tags anyone can set in the Launchpad: such a run fails before it reads anything."""
+    kafka = FakeKafka.new().with_topic(TOPIC, {0: 10, 1: 10})
+    tags = {TOPIC_TAG: TOPIC, RANGES_TAG: ranges}
+    instance.add_run(dg.DagsterRun(job_name=stub_job.name, status=dg.DagsterRunStatus.STARTED, tags=tags))
+
+    data = tick(kafka, instance, writers_per_table=2)
+
+    assert [r.tags[RANGES_TAG] for r in data.run_requests] == ["0:0-10", "1:0-10"]
+
+
 def test_with_two_writers_and_room_for_one_run_the_slots_take_turns(instance):
     kafka = FakeKafka.new().with_topic(TOPIC, {0: 10_000, 1: 10})
     one_run: dict[str, Any] = {"writers_per_table": 2, "max_runs_per_tick": 1, "max_events_per_run": 100}
